@@ -36,6 +36,8 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 @pytest.fixture()
 def prometheus(tmp_path: Path) -> Iterator[PrometheusServer]:
     """A fresh Prometheus (1 s scrape) with no targets; call .reload([...]) to point it at exporters."""
-    server = start_prometheus(tmp_path / "prom" if (tmp_path / "prom").mkdir() is None else tmp_path)
+    workdir = tmp_path / "prometheus"
+    workdir.mkdir()
+    server = start_prometheus(workdir)
     yield server
     server.stop()
