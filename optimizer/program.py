@@ -1,7 +1,7 @@
 """The cost-optimal mix: a mixed-integer program over replicas per variant and load per bucket.
 
 For each model m, variant g, bucket b:
-    minimise   Σ cost_g·y_g  +  Σ churn_g·|y_g − prev_g|  +  Σ penalty_b·s_b
+    minimise   Σ cost_g·y_g  +  Σ churn_g·|y_g − prev_g|  +  Σ penalty_b·s_b  +  ε·Σ cost_g·z_gb/μ_gb
     subject to Σ_g z_gb + s_b = λ_b                 every bucket served, or counted unserved in s_b
                Σ_b z_gb / μ_gb ≤ u·y_g              capacity at target utilisation u (headroom)
                0 ≤ z_gb ≤ λ_b·[μ_gb > 0]            a variant takes no load it cannot serve in SLO
@@ -33,6 +33,9 @@ from optimizer.profile import FloatArray, Profile, resample
 # Penalty per req/s left unserved, in units of the most expensive replica-hour. Leaving 0.001 req/s
 # unserved must cost more than any replica, hence 1e4.
 UNSERVED_PENALTY = 1e4
+# Load goes to the capacity that is cheapest per request when replicas are otherwise equal (e.g. replicas
+# the HPA still holds): a tie-break worth far less than any replica, so it never changes what is bought.
+PLACEMENT_WEIGHT = 1e-3
 # Ceiling on replicas per variant when no maximum is given and demand is huge: keeps the integer
 # program bounded (AIBrix's missing bound gave 5e8 replicas for an unservable bucket).
 DEFAULT_MAX_REPLICAS = 1000
@@ -206,6 +209,7 @@ class _Compiled:
                 "lo": cp.Parameter(n_var, nonneg=True),
                 "hi": cp.Parameter(n_var, nonneg=True),
                 "penalty": cp.Parameter(n_buckets, nonneg=True),
+                "placement": cp.Parameter((n_var, n_buckets), nonneg=True),
             }
             y = cp.Variable(n_var, integer=True)
             z = cp.Variable((n_var, n_buckets), nonneg=True)
@@ -220,7 +224,12 @@ class _Compiled:
                 d >= y - p["prev"],
                 d >= p["prev"] - y,
             ]
-            objective += [p["cost"] @ y, p["churn"] @ d, p["penalty"] @ s]
+            objective += [
+                p["cost"] @ y,
+                p["churn"] @ d,
+                p["penalty"] @ s,
+                cp.sum(cp.multiply(p["placement"], z)),
+            ]
             self.y.append(y)
             self.z.append(z)
             self.s.append(s)
@@ -288,6 +297,7 @@ class Planner:
             p["lo"].value = a.lo
             p["hi"].value = a.hi
             p["penalty"].value = np.full(a.lam.size, UNSERVED_PENALTY)
+            p["placement"].value = PLACEMENT_WEIGHT * (a.cost / scale)[:, None] * p["inv_mu"].value
         if pools is not None:
             assert compiled.pool_gpus is not None and compiled.pool_cap is not None
             compiled.pool_gpus.value, compiled.pool_cap.value = pools
