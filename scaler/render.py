@@ -1,0 +1,314 @@
+"""ScaledObjects for a model's variants, written so KEDA and the HPA carry out gpumix's plan unchanged.
+
+One ScaledObject per variant (= per GPU-type Deployment). Every field that changes what the HPA does is
+written explicitly, with a YAML comment saying why that value suits a planner that already decides the
+exact replica count: the HPA's defaults (a 300 s scale-down window gpumix does not know about, a +4 pods /
++100 % scale-up limit, a 10 % dead band) would each make the cluster differ from the plan.
+
+`scaled_object(...)` gives the object as plain data (what tests validate against KEDA's CRD);
+`render_yaml(...)` gives the same object as commented YAML text (what users apply).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from scaler.inventory import Inventory, ModelInfo, VariantInfo
+
+DEFAULT_SCALER_ADDRESS = "gpumix.gpumix-system.svc.cluster.local:9090"
+DEFAULT_KUBERNETES_VERSION = "1.34"
+# The per-direction `tolerance` of HPA behaviour (KEP-4951, feature gate HPAConfigurableTolerance) is alpha
+# in 1.33 and beta, on by default, from 1.34. An API server without it drops the field silently.
+TOLERANCE_MIN_VERSION = (1, 34)
+POLLING_INTERVAL_S = 15  # gpumix's default control interval; the HPA also syncs every 15 s
+FALLBACK_FAILURE_THRESHOLD = 3
+# The HPA accepts a scaling policy period of at most 30 minutes and a window of at most one hour.
+MAX_POLICY_PERIOD_S = 1800
+MAX_WINDOW_S = 3600
+
+LABEL_MODEL = "gpumix.io/model"
+LABEL_VARIANT = "gpumix.io/variant"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+class RenderError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    scaler_address: str = DEFAULT_SCALER_ADDRESS
+    push: bool = False
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
+    # None: write `tolerance: 0` when the version supports the field, nothing otherwise.
+    tolerance: str | None = None
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?", text.strip())
+    if not m:
+        raise RenderError(f"--kubernetes-version: expected MAJOR.MINOR such as 1.34, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def tolerance_for(options: RenderOptions) -> str | None:
+    """The tolerance to write (a Kubernetes quantity as text), or None to leave the field out."""
+    if options.tolerance is not None:
+        if not re.fullmatch(r"\d+(\.\d+)?", options.tolerance):
+            raise RenderError(f"--tolerance: expected a non-negative decimal such as 0 or 0.05, got "
+                              f"{options.tolerance!r}")
+        return options.tolerance
+    return "0" if parse_version(options.kubernetes_version) >= TOLERANCE_MIN_VERSION else None
+
+
+def _quantity(text: str) -> int | str:
+    # The CRD types tolerance as int-or-string (a resource.Quantity): 0 stays an int, 0.05 must be a string.
+    return int(text) if text.isdigit() else text
+
+
+@dataclass(frozen=True)
+class _C:
+    """A value with a comment written above its key."""
+
+    value: Any
+    comment: str
+
+
+def _spec_tree(model: ModelInfo, variant: VariantInfo, options: RenderOptions) -> dict[str, Any]:
+    window = int(min(round(variant.scale_down_window_s), MAX_WINDOW_S))
+    tolerance = tolerance_for(options)
+    trigger_type = "external-push" if options.push else "external"
+    max_replicas = max(1, variant.max_replicas)
+
+    def direction(policies: list[dict[str, Any]], stabilization: _C) -> dict[str, Any]:
+        node: dict[str, Any] = {
+            "stabilizationWindowSeconds": stabilization,
+            "selectPolicy": _C("Max", "Max: the most permissive policy applies, so no policy holds the plan back."),
+            "policies": policies,
+        }
+        if tolerance is not None:
+            node["tolerance"] = _C(
+                _quantity(tolerance),
+                "No dead band: gpumix reports exactly the count it wants, so any change is meant. Needs "
+                "HPAConfigurableTolerance (beta, on by default from Kubernetes 1.34); gpumix reads this field "
+                "and otherwise compensates for the cluster-wide 10 % itself.",
+            )
+        return node
+
+    scale_up = direction(
+        policies=[{"type": "Pods", "value": max_replicas, "periodSeconds": 15}],
+        stabilization=_C(
+            0,
+            "Scale up at once: the plan already smooths demand, and every second of delay adds to a "
+            "cold start of minutes.",
+        ),
+    )
+    scale_up["policies"] = _C(
+        scale_up["policies"],
+        "Allow the whole plan in one step (up to maxReplicaCount): a rate limit here would leave the "
+        "model short while the planner believes this variant already carries its share.",
+    )
+    scale_down = direction(
+        policies=[{"type": "Percent", "value": 100, "periodSeconds": 15}],
+        stabilization=_C(
+            window,
+            "The same window gpumix plans with (inventory scale_down_window_s): gpumix counts replicas "
+            "held by this window as capacity already paid for, so the two must agree.",
+        ),
+    )
+    scale_down["policies"] = _C(
+        scale_down["policies"],
+        "No extra rate limit: gpumix only lowers a count when the smaller fleet still fits (hysteresis), "
+        "and the window above already delays it. Pods drain in their preStop hook.",
+    )
+
+    metadata: dict[str, Any] = {
+        "scalerAddress": _C(options.scaler_address, "gpumix's gRPC service (KEDA external scaler protocol)."),
+        "model": model.name,
+        "variant": _C(variant.name, "The Deployment this ScaledObject scales; gpumix plans it with its siblings."),
+        "namespace": variant.namespace,
+    }
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": variant.name},
+        "pollingInterval": _C(
+            POLLING_INTERVAL_S,
+            "gpumix decides every 15 s; answers are read from its published table, so polling is cheap.",
+        ),
+        "cooldownPeriod": _C(
+            window,
+            "Last replica goes away only after the same scale-down window the planner assumes.",
+        ),
+        "minReplicaCount": _C(
+            0,
+            "0, always: gpumix decides which variants run at all (a floor belongs in the inventory's "
+            "min_replicas, where the planner sees it; a floor here would make the HPA keep GPUs the plan "
+            "does not count).",
+        ),
+        "maxReplicaCount": _C(
+            max_replicas,
+            "From the inventory (max_replicas): the planner never asks for more.",
+        ),
+        "fallback": _C(
+            {
+                "failureThreshold": FALLBACK_FAILURE_THRESHOLD,
+                "replicas": variant.min_replicas,
+                "behavior": "currentReplicasIfHigher",
+            },
+            "When gpumix answers UNAVAILABLE (stale or missing data) three polls in a row, keep the "
+            "current replicas (never shrink blind), and at least min_replicas.",
+        ),
+        "advanced": {
+            "horizontalPodAutoscalerConfig": {
+                "behavior": _C(
+                    {"scaleUp": scale_up, "scaleDown": scale_down},
+                    "Copied verbatim into the HPA KEDA creates.",
+                ),
+            },
+        },
+        "triggers": _C(
+            [
+                {
+                    "type": trigger_type,
+                    "metricType": _C(
+                        "AverageValue",
+                        "AverageValue: the HPA asks for ceil(value / target) replicas whatever runs now, "
+                        "which is how gpumix lands it on the planned count.",
+                    ),
+                    "metadata": metadata,
+                }
+            ],
+            "external-push also holds a stream open so an idle model scales from zero within a second."
+            if options.push
+            else "external: KEDA polls gpumix every pollingInterval (use --push for faster scale from zero).",
+        ),
+    }
+
+
+def _tree(model: ModelInfo, variant: VariantInfo, options: RenderOptions) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {
+            "name": variant.scaled_object or variant.name,
+            "namespace": variant.namespace,
+            "labels": {
+                LABEL_MANAGED_BY: "gpumix",
+                LABEL_MODEL: _label_value(model.name),
+                LABEL_VARIANT: _label_value(variant.name),
+            },
+        },
+        "spec": _spec_tree(model, variant, options),
+    }
+
+
+def _label_value(text: str) -> str:
+    # Label values: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends.
+    value = re.sub(r"[^A-Za-z0-9._-]", "-", text)[:63].strip("._-")
+    return value
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, _C):
+        return _plain(node.value)
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def scaled_object(model: ModelInfo, variant: VariantInfo, options: RenderOptions | None = None) -> dict[str, Any]:
+    return _plain(_tree(model, variant, options or RenderOptions()))  # type: ignore[no-any-return]
+
+
+def _scalar(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def _wrap(comment: str, indent: str, width: int = 110) -> list[str]:
+    words, lines, line = comment.split(), [], ""
+    for word in words:
+        if line and len(indent) + 2 + len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    if line:
+        lines.append(line)
+    return [f"{indent}# {text}" for text in lines]
+
+
+def _emit(node: Any, indent: int, out: list[str]) -> None:
+    pad = " " * indent
+    if isinstance(node, dict):
+        for key, value in node.items():
+            comment = None
+            if isinstance(value, _C):
+                comment, value = value.comment, value.value
+            if comment:
+                out.extend(_wrap(comment, pad))
+            if isinstance(value, dict) and value:
+                out.append(f"{pad}{key}:")
+                _emit(value, indent + 2, out)
+            elif isinstance(value, list) and value:
+                out.append(f"{pad}{key}:")
+                _emit(value, indent, out)
+            else:
+                out.append(f"{pad}{key}: {_scalar(_plain(value))}")
+        return
+    if isinstance(node, list):
+        for item in node:
+            sub: list[str] = []
+            if isinstance(item, dict | list):
+                _emit(item, indent + 2, sub)
+            else:
+                sub.append(f"{pad}  {_scalar(item)}")
+            # The first line of the item carries the dash (comments stay above it).
+            for i, line in enumerate(sub):
+                if not line.lstrip().startswith("#"):
+                    sub[i] = f"{pad}- {line[indent + 2:]}"
+                    break
+            out.extend(sub)
+        return
+    out.append(f"{pad}{_scalar(node)}")
+
+
+def render_yaml(model: ModelInfo, variant: VariantInfo, options: RenderOptions | None = None) -> str:
+    options = options or RenderOptions()
+    out = _wrap(
+        f"ScaledObject for variant {variant.name} of model {model.name}, written by `gpumix render`. "
+        "Change counts in the inventory and render again rather than editing here; `gpumix lint` checks "
+        "hand-made ones.",
+        "",
+    )
+    _emit(_tree(model, variant, options), 0, out)
+    return "\n".join(out) + "\n"
+
+
+def select_models(inventory: Inventory, model: str | None) -> list[ModelInfo]:
+    if model is None:
+        return list(inventory.models)
+    found = inventory.model(model)
+    if found is None:
+        known = ", ".join(m.name for m in inventory.models)
+        raise RenderError(f"--model {model!r}: not in the inventory (models: {known})")
+    return [found]
+
+
+def render_all(models: Iterable[ModelInfo], options: RenderOptions | None = None) -> list[tuple[str, str]]:
+    """(file name, YAML text) per variant, in inventory order."""
+    return [
+        (f"{v.namespace}-{v.scaled_object or v.name}.yaml", render_yaml(m, v, options))
+        for m in models
+        for v in m.variants
+    ]
+
+
+def join_documents(texts: Sequence[str]) -> str:
+    return "---\n".join(texts)
