@@ -1,0 +1,233 @@
+"""KEDA's side of the emulator: polling, activation from zero, cooldown to zero, external-push, fallback on
+errors, and the whole chain from a recommendation to the Deployment's replicas (RecommendationScaler →
+GetMetrics value → HPA arithmetic), driven by a clock the test owns."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sim.hpa_emulator import (
+    Behavior,
+    EmulatorConfigError,
+    Fallback,
+    MetricSpec,
+    MetricValue,
+    RecommendationScaler,
+    ScaledObjectEmulator,
+    ScaledObjectRef,
+    ScaledObjectSpec,
+    ScalerCallError,
+    ScalingPolicy,
+    ScalingRules,
+    parse_scaled_object,
+)
+
+
+class Fleet:
+    """The Deployment side: spec replicas, plus what the scaler would recommend."""
+
+    def __init__(self, replicas: int = 0) -> None:
+        self.replicas = replicas
+        self.recommendation: int | None = 0
+        self.broken: set[str] = set()  # rpc names that fail
+
+    def scaler(self, target: float = 1.0) -> RecommendationScaler:
+        fleet = self
+
+        class Flaky(RecommendationScaler):
+            def get_metric_spec(self, ref: ScaledObjectRef) -> list[MetricSpec]:
+                if "spec" in fleet.broken:
+                    raise ScalerCallError("UNAVAILABLE", "down")
+                return super().get_metric_spec(ref)
+
+            def get_metrics(self, ref: ScaledObjectRef, metric_name: str) -> list[MetricValue]:
+                if "metrics" in fleet.broken:
+                    raise ScalerCallError("UNAVAILABLE", "no data")
+                return super().get_metrics(ref, metric_name)
+
+            def is_active(self, ref: ScaledObjectRef) -> bool:
+                if "active" in fleet.broken:
+                    raise ScalerCallError("UNAVAILABLE", "no data")
+                return super().is_active(ref)
+
+        return Flaky(lambda ref: fleet.recommendation, lambda ref: fleet.replicas, target)
+
+
+def spec(**kw: object) -> ScaledObjectSpec:
+    base: dict[str, object] = dict(name="so-a100", namespace="llm", deployment="m-a100",
+                                   metadata={"scalerAddress": "x", "model": "m", "variant": "m-a100"})
+    base.update(kw)
+    return ScaledObjectSpec(**base)  # type: ignore[arg-type]
+
+
+def run(emu: ScaledObjectEmulator, fleet: Fleet, until: float, step: float = 1.0, start: float = 0.0
+        ) -> list[tuple[float, int]]:
+    out = []
+    t = start
+    while t <= until:
+        fleet.replicas = emu.advance(t, fleet.replicas)
+        out.append((t, fleet.replicas))
+        t += step
+    return out
+
+
+@pytest.mark.parametrize(
+    ("min_replicas", "expected"),
+    [(0, 1), (3, 3)],
+)
+def test_activation_from_zero_waits_for_poll(min_replicas: int, expected: int) -> None:
+    fleet = Fleet(0)
+    emu = ScaledObjectEmulator(spec(min_replicas=min_replicas), fleet.scaler(), created_at=0.0)
+    fleet.recommendation = 0
+    run(emu, fleet, 10)
+    assert fleet.replicas == (min_replicas if min_replicas else 0)
+    fleet.replicas = 0
+    fleet.recommendation = 5
+    trace = dict(run(emu, fleet, 40, start=11))
+    assert trace[29] == 0  # polls at 0, 30, 60...: nothing before the next poll
+    # The poll at t=30 activates to max(1, min); the HPA sync at t=30 (same instant, after the poll)
+    # then moves on towards the recommendation within its rate policy.
+    first_scale = next(e for e in emu.events if e.kind == "scale" and e.at == 30)
+    assert (first_scale.replicas_before, first_scale.replicas_after) == (0, expected)
+    assert trace[30] == 5
+
+
+def test_push_true_scales_from_zero_at_once_and_false_is_ignored() -> None:
+    fleet = Fleet(0)
+    emu = ScaledObjectEmulator(spec(trigger_type="external-push"), fleet.scaler(), created_at=0.0)
+    run(emu, fleet, 5)
+    assert fleet.replicas == 0
+    assert emu.push(False, 5.5, 0) == 0
+    fleet.recommendation = 2
+    fleet.replicas = emu.push(True, 6.0, fleet.replicas)
+    assert fleet.replicas == 1
+    trace = dict(run(emu, fleet, 16, start=7))
+    assert trace[15] == 2  # HPA sync at 15 takes it to the recommendation
+
+
+def test_cooldown_to_zero() -> None:
+    fleet = Fleet(0)
+    fast_down = Behavior(scale_down=ScalingRules(0, (ScalingPolicy("Percent", 100, 15),)))
+    emu = ScaledObjectEmulator(spec(polling_interval_s=10, cooldown_period_s=60, behavior=fast_down),
+                               fleet.scaler(), created_at=0.0)
+    fleet.recommendation = 2
+    run(emu, fleet, 20)
+    assert fleet.replicas == 2
+    fleet.recommendation = 0
+    trace = dict(run(emu, fleet, 200, start=21))
+    # Last active poll at t=20: the HPA keeps ≥ 1 (its min), KEDA takes 1 → 0 at the first poll after
+    # 20 + 60 (strictly later), which is t=90.
+    assert trace[80] == 1
+    assert trace[89] == 1
+    assert trace[90] == 0
+    assert trace[200] == 0
+
+
+def test_never_active_scales_to_zero_after_initial_cooldown() -> None:
+    fleet = Fleet(2)
+    emu = ScaledObjectEmulator(spec(initial_cooldown_period_s=45), fleet.scaler(), created_at=0.0)
+    fleet.recommendation = 0
+    trace = dict(run(emu, fleet, 70))
+    assert trace[59] > 0
+    assert trace[60] == 0  # the poll at 60 is the first past the initial cooldown
+
+
+def test_fallback_after_threshold_then_recovery() -> None:
+    fleet = Fleet(4)
+    emu = ScaledObjectEmulator(
+        spec(min_replicas=1, fallback=Fallback(failure_threshold=3, replicas=6),
+             behavior=Behavior(scale_down=ScalingRules(0, (ScalingPolicy("Percent", 100, 15),)))),
+        fleet.scaler(), created_at=0.0)
+    fleet.recommendation = 4
+    run(emu, fleet, 20)
+    assert fleet.replicas == 4
+    fleet.broken = {"metrics"}
+    trace = dict(run(emu, fleet, 100, start=21))
+    # HPA syncs at 30, 45, 60 fail (failures 1..3: no scaling); the 4th (t=75) passes the threshold.
+    assert trace[74] == 4
+    assert trace[75] == 6
+    assert [e.kind for e in emu.events if e.kind in ("error", "fallback")][:4] == ["error"] * 3 + ["fallback"]
+    fleet.broken = set()
+    trace = dict(run(emu, fleet, 130, start=101))
+    assert trace[105] == 4  # first good read resets the count and goes back to the recommendation
+    assert emu.failures == 0
+
+
+def test_errors_without_fallback_do_not_scale() -> None:
+    fleet = Fleet(4)
+    emu = ScaledObjectEmulator(spec(min_replicas=1), fleet.scaler(), created_at=0.0)
+    fleet.recommendation = 4
+    fleet.broken = {"active"}  # IsActive failing discards the whole read
+    trace = dict(run(emu, fleet, 200))
+    assert set(trace.values()) == {4}
+    assert emu.failures > 5
+
+
+def test_recommendation_survives_tolerance_through_metric_value() -> None:
+    """10 → 11 is within the HPA's ±10 % when the scaler reports 11·T; the scaler's value choice (from the
+    current count) lands it beyond the dead band, on the safe side."""
+    fleet = Fleet(10)
+    emu = ScaledObjectEmulator(spec(min_replicas=1, max_replicas=40), fleet.scaler(target=1.0), created_at=0.0)
+    fleet.recommendation = 10
+    run(emu, fleet, 10)
+    fleet.recommendation = 11
+    run(emu, fleet, 20, start=11)
+    assert fleet.replicas == 12  # the nearest count the HPA will move to, never fewer than asked
+
+
+def test_max_replicas_and_rate_policy_bound_scale_up() -> None:
+    fleet = Fleet(1)
+    emu = ScaledObjectEmulator(spec(min_replicas=1, max_replicas=12), fleet.scaler(), created_at=0.0)
+    fleet.recommendation = 50
+    trace = dict(run(emu, fleet, 31))
+    assert trace[0] == 5  # +4 pods beats +100 % from 1
+    assert trace[15] == 10
+    assert trace[30] == 12  # max
+
+
+MANIFEST = """
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: m-a100, namespace: llm}
+spec:
+  scaleTargetRef: {name: m-a100}
+  pollingInterval: 5
+  cooldownPeriod: 120
+  minReplicaCount: 0
+  maxReplicaCount: 8
+  fallback: {failureThreshold: 3, replicas: 2, behavior: currentReplicasIfHigher}
+  advanced:
+    horizontalPodAutoscalerConfig:
+      behavior:
+        scaleDown:
+          stabilizationWindowSeconds: 60
+          policies: [{type: Pods, value: 1, periodSeconds: 30}]
+  triggers:
+  - type: external-push
+    metadata: {scalerAddress: "127.0.0.1:9090", model: m, variant: m-a100}
+"""
+
+
+def test_parse_scaled_object() -> None:
+    s = parse_scaled_object(yaml.safe_load(MANIFEST))
+    assert (s.name, s.namespace, s.deployment, s.trigger_type) == ("m-a100", "llm", "m-a100", "external-push")
+    assert (s.polling_interval_s, s.cooldown_period_s, s.max_replicas, s.hpa_min_replicas) == (5, 120, 8, 1)
+    assert s.fallback == Fallback(3, 2, "currentReplicasIfHigher")
+    assert s.behavior.scale_down == ScalingRules(60, (ScalingPolicy("Pods", 1, 30),), "Max")
+    assert s.behavior.scale_up.stabilization_window_s == 0  # untouched direction keeps the defaults
+    assert s.metadata["variant"] == "m-a100"
+
+
+def test_parse_scaled_object_reports_every_problem() -> None:
+    doc = yaml.safe_load(MANIFEST)
+    doc["spec"]["maxReplicaCount"] = 0
+    doc["spec"]["triggers"][0]["type"] = "prometheus"
+    doc["spec"]["fallback"]["behavior"] = "sometimes"
+    doc["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]["policies"][0]["type"] = "X"
+    with pytest.raises(EmulatorConfigError) as err:
+        parse_scaled_object(doc, "so.yaml")
+    text = str(err.value)
+    for needle in ("spec.maxReplicaCount", "spec.triggers[0].type", "spec.fallback.behavior",
+                   "scaleDown.policies[0].type", "so.yaml"):
+        assert needle in text
