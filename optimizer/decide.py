@@ -7,14 +7,15 @@ Per model, in order:
    answers NOT_FOUND for them rather than guessing: AIBrix scaled such Deployments anyway, aibrix#507).
 2. A model whose demand is unknown this cycle (Prometheus down, empty or stale answer) is not planned: its
    variants keep their last recommendation. Missing data never shrinks a fleet.
-3. Lower bounds: `min_replicas`, and what the HPA holds anyway — the highest recommendation published
-   inside the variant's scale-down window (those replicas are running and paid for, so the plan uses them
-   rather than buying another type on top).
-4. Plan every plannable model together (they share accelerator pools) with the integer program.
-5. Publish what each variant's planned work needs, ceil(busy / u), not the held floor itself: publishing
-   the floor would refresh the HPA's window every cycle and the fleet could never shrink. Held replicas
-   that the plan does not load age out of the window; held replicas it does load are kept.
-6. Hysteresis against the last recommendation: scale down only when the smaller count still carries the
+3. Plan every plannable model together (they share accelerator pools): the *steady* plan, bounded below
+   only by `min_replicas`, is the fleet to converge to.
+4. The HPA keeps the highest recommendation of its scale-down window running; those replicas are paid for
+   anyway. If a variant is held above its steady count for longer than `hold_lead_s` (cold start plus a
+   cycle, so a replacement is ready before the hold ends), plan again with those holds as lower bounds:
+   the other variants then buy only what the held capacity does not cover. A held variant itself always
+   publishes its steady count, so its hold ages out instead of being renewed by its own publication.
+5. Publish what each variant's planned work needs, ceil(busy / u) (at least min_replicas), then apply
+   hysteresis against the last recommendation: scale down only when the smaller count still carries the
    planned work with a margin (no 2 ↔ 1 flapping).
 """
 
@@ -68,14 +69,16 @@ class Settings:
     hysteresis_margin: float = 0.1
     pools: Mapping[str, float] = field(default_factory=dict)
     time_limit_s: float = 2.0
+    hold_lead_s: float = 120.0
 
 
 @dataclass(frozen=True)
 class Decision:
     recommendations: dict[str, int]  # variant -> replicas; absent: nothing to publish for it
     reasons: dict[str, str]  # variant -> why it has (or lacks) its recommendation
-    plan: Plan | None
-    held: dict[str, int]
+    plan: Plan | None  # the plan the recommendations come from (with holds, when holds were used)
+    held: dict[str, int]  # replicas the HPA keeps anyway, counted as capacity this cycle
+    steady: Plan | None = None  # the plan without holds: where the fleet converges
 
     def model_plan(self, model: str) -> ModelPlan | None:
         return None if self.plan is None else self.plan.models.get(model)
@@ -120,7 +123,8 @@ def decide(
             profile = v.profile
             if v.gpus_per_replica is not None and v.gpus_per_replica != profile.gpus_per_replica:
                 profile = replace(profile, gpus_per_replica=v.gpus_per_replica)
-            held[v.name] = held_replicas(history.get(v.name, ()), now, v.scale_down_window_s)
+            window = max(0.0, v.scale_down_window_s - settings.hold_lead_s)
+            held[v.name] = min(held_replicas(history.get(v.name, ()), now, window), v.max_replicas)
             last = _last(history, v.name)
             if last is not None:
                 previous[v.name] = last
@@ -130,38 +134,60 @@ def decide(
                     profile=profile,
                     min_replicas=min(v.min_replicas, v.max_replicas),
                     max_replicas=v.max_replicas,
-                    held_replicas=min(held[v.name], v.max_replicas),
                     previous_replicas=last if last is not None else v.current_replicas,
                     pool=v.pool,
                 )
             )
         problems.append(ModelProblem(state.demand.on(grid), tuple(variants)))
 
-    plan: Plan | None = None
-    if problems:
-        plan = planner.plan(
-            PlanRequest(
-                models=tuple(problems),
-                pools=settings.pools,
-                utilization=settings.utilization,
-                churn=settings.churn,
-                time_limit_s=settings.time_limit_s,
-            )
+    if not problems:
+        return Decision(recommendations, reasons, None, held)
+
+    steady = _plan(planner, problems, settings)
+    steady_needs = _needs(steady, settings.utilization)
+    releasing = {name for name, n in held.items() if name in steady_needs and n > steady_needs[name]}
+    plan = steady
+    if releasing:
+        with_holds = [
+            ModelProblem(mp.demand, tuple(replace(v, held_replicas=held[v.name]) for v in mp.variants))
+            for mp in problems
+        ]
+        plan = _plan(planner, with_holds, settings)
+    needs = _needs(plan, settings.utilization)
+    busy = {name: b for mp in plan.models.values() for name, b in mp.busy.items()}
+    for name in releasing:  # publish the steady count so the hold ages out
+        needs[name] = steady_needs[name]
+        busy[name] = next(m.busy[name] for m in steady.models.values() if name in m.busy)
+    final = hysteresis(needs, busy, previous, settings.utilization, settings.hysteresis_margin)
+    for name, n in final.items():
+        recommendations[name] = n
+        if n != needs[name]:
+            reasons[name] = f"planned {needs[name]}; kept {n} until the smaller fleet fits with margin"
+        elif name in releasing:
+            reasons[name] = f"held by the HPA at {held[name]}; its capacity is used while the hold lasts"
+        elif plan.solver != "highs":
+            reasons[name] = plan.status
+        else:
+            reasons[name] = "planned"
+    return Decision(recommendations, reasons, plan, held, steady)
+
+
+def _plan(planner: Planner, problems: Sequence[ModelProblem], settings: Settings) -> Plan:
+    return planner.plan(
+        PlanRequest(
+            models=tuple(problems),
+            pools=settings.pools,
+            utilization=settings.utilization,
+            churn=settings.churn,
+            time_limit_s=settings.time_limit_s,
         )
-        floors = {v.name: v.min_replicas for p in problems for v in p.variants}
-        for model_plan in plan.models.values():
-            needed = {
-                name: min(n, max(floors[name], math.ceil(model_plan.busy[name] / settings.utilization - 1e-6)))
-                for name, n in model_plan.replicas.items()
-            }
-            final = hysteresis(needed, model_plan.busy, previous, settings.utilization, settings.hysteresis_margin)
-            for name, n in final.items():
-                recommendations[name] = n
-                planned = needed[name]
-                if n != planned:
-                    reasons[name] = f"planned {planned}; kept {n} until the smaller fleet fits with margin"
-                elif plan.solver != "highs":
-                    reasons[name] = plan.status
-                else:
-                    reasons[name] = "planned"
-    return Decision(recommendations, reasons, plan, held)
+    )
+
+
+def _needs(plan: Plan, utilization: float) -> dict[str, int]:
+    """Replicas each variant's planned work needs at utilisation u, never below its min or above its plan."""
+    out: dict[str, int] = {}
+    for mp in plan.models.values():
+        for name, n in mp.replicas.items():
+            out[name] = min(n, max(mp.floors.get(name, 0), math.ceil(mp.busy[name] / utilization - 1e-6)))
+    return out

@@ -20,7 +20,8 @@ def desired_replicas(value: float, target: float, current: int, tolerance: float
         raise ValueError(f"target must be > 0, got {target}")
     if not math.isfinite(value) or value < 0:
         value = 0.0
-    if current > 0 and abs(value / (target * current) - 1.0) <= tolerance:
+    # Same float expression as the controller (abs(1 - ratio) <= tolerance), so edge cases agree with it.
+    if current > 0 and abs(1.0 - value / (target * current)) <= tolerance:
         return current
     return math.ceil(value / target - 1e-12)
 

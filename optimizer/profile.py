@@ -123,7 +123,7 @@ class BenchmarkRow:
         return row
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: the capacity array has no truth value
 class Profile:
     model: str
     variant: str

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -92,6 +93,7 @@ class ModelPlan:
     demand_rps: float
     served_rps: float
     unservable_rps: float  # demand in buckets no variant can serve under the SLO
+    floors: dict[str, int] = field(default_factory=dict)  # min_replicas per variant
 
     @property
     def coverage(self) -> float:
@@ -301,11 +303,13 @@ class Planner:
         if pools is not None:
             assert compiled.pool_gpus is not None and compiled.pool_cap is not None
             compiled.pool_gpus.value, compiled.pool_cap.value = pools
-        compiled.problem.solve(
-            solver=cp.HIGHS,
-            time_limit=request.time_limit_s,
-            mip_rel_gap=request.mip_gap,
-        )
+        with warnings.catch_warnings():  # a time-out warns; the status below says it and the fallback runs
+            warnings.simplefilter("ignore", UserWarning)
+            compiled.problem.solve(
+                solver=cp.HIGHS,
+                time_limit=request.time_limit_s,
+                mip_rel_gap=request.mip_gap,
+            )
         if compiled.problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
             return f"solver status {compiled.problem.status}"
         out = []
@@ -360,6 +364,7 @@ def make_model_plan(
         demand_rps=float(lam.sum()),
         served_rps=served,
         unservable_rps=unservable,
+        floors={v.name: v.min_replicas for v in mp.variants},
     )
 
 

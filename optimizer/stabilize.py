@@ -28,9 +28,20 @@ class Recommendation:
 
 
 def held_replicas(history: Iterable[tuple[float, int]], now: float, window_s: float) -> int:
-    """Highest recommendation published within the last `window_s` seconds (the HPA's scale-down
-    stabilization keeps at least this many)."""
-    return max((n for t, n in history if now - window_s <= t <= now), default=0)
+    """Highest recommendation in force at any time within the last `window_s` seconds: the HPA's
+    scale-down stabilization keeps at least this many. A recommendation stays in force until the next
+    one, so the value published before the window opened counts too."""
+    if window_s <= 0:
+        return 0
+    start = now - window_s
+    in_force_at_start = 0
+    held = 0
+    for t, n in sorted(history):
+        if t <= start:
+            in_force_at_start = n
+        elif t <= now:
+            held = max(held, n)
+    return max(held, in_force_at_start)
 
 
 def prune(history: Iterable[tuple[float, int]], now: float, keep_s: float) -> list[tuple[float, int]]:
