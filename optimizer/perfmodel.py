@@ -10,7 +10,9 @@ ITL = α + β·batch):
   (S = KV tokens held by the batch), and a_seq = 2·parameters FLOPs / (compute·η_flops), the compute floor
   of one more sequence. For a batch of sequences of mean context ℓ that is TPOT(B) = a·B + c with
   a = a_seq + a_tok·ℓ.
-- Prefill is compute-bound: 2·parameters FLOPs per prompt token, plus the attention's n² term.
+- Prefill is compute-bound: 2·parameters FLOPs per prompt token, plus the attention's n² term. As in vLLM
+  V1 (chunked prefill), an iteration carries at most max_batched_tokens tokens: its decode tokens first,
+  then prompt chunks, so a long prompt stalls running sequences a little on many steps, not a lot on one.
 - The knee: the KV cache holds (memory·util − weights − activation reserve) / KV bytes per token tokens;
   the batch cannot grow past that (or past max_num_seqs) and further requests queue.
 
@@ -218,6 +220,7 @@ class Calibration:
     memory_utilization: float = 0.9  # vLLM's gpu_memory_utilization
     activation_reserve_gb: float = 1.0  # activations and CUDA graphs, outside the KV cache
     max_num_seqs: int = 256  # vLLM's default cap on concurrent sequences
+    max_batched_tokens: int = 2048  # vLLM's chunked-prefill token budget per iteration
 
     def validate(self) -> None:
         problems = []
@@ -231,6 +234,8 @@ class Calibration:
                 problems.append(f"calibration.{name}: must be finite and >= 0, got {v}")
         if self.max_num_seqs < 1:
             problems.append(f"calibration.max_num_seqs: must be >= 1, got {self.max_num_seqs}")
+        if self.max_batched_tokens <= self.max_num_seqs:
+            problems.append(f"calibration.max_batched_tokens: must exceed max_num_seqs, got {self.max_batched_tokens}")
         if problems:
             raise PerfModelError("; ".join(problems))
 
@@ -249,6 +254,7 @@ class PerfModel:
     prefill_overhead: float  # seconds per prefill pass
     kv_capacity_tokens: int  # KV-cache tokens the replica holds (0: the model does not fit)
     max_num_seqs: int
+    max_batched_tokens: int = 2048
 
     @property
     def fits(self) -> bool:
@@ -268,6 +274,11 @@ class PerfModel:
     def prefill_time(self, prompt_tokens: float) -> float:
         n = prompt_tokens
         return self.prefill_overhead + self.prefill_per_token * n + self.prefill_quadratic * n * n
+
+    def prefill_chunk_time(self, start: float, tokens: float) -> float:
+        """Prompt tokens [start, start + tokens) of one sequence, without the per-pass overhead."""
+        end = start + tokens
+        return self.prefill_per_token * tokens + self.prefill_quadratic * (end * end - start * start)
 
     def knee(self, context_tokens: float) -> int:
         """Max concurrent sequences of this context length: KV capacity, then max_num_seqs."""
@@ -331,6 +342,7 @@ def perf_model(
         prefill_overhead=cal.prefill_overhead_s,
         kv_capacity_tokens=kv_tokens,
         max_num_seqs=cal.max_num_seqs,
+        max_batched_tokens=cal.max_batched_tokens,
     )
 
 

@@ -13,9 +13,11 @@ Laws of the engine (each replica is a continuous-batching server; parameters fro
    the batch stays under max_num_seqs and the KV cache can hold every admitted sequence's full length
    (prompt + output tokens reserved up front, so nothing is ever preempted). Past that knee, requests wait
    in the replica's queue.
-3. Prefill. The iteration that admits requests also prefills them (chunked-prefill style, as vLLM V1):
-   it lasts step(B, S) + prefill overhead + Σ prefill(prompt) and ends with the first token of each admitted
-   request; the running sequences get their token too. TTFT = queueing + that iteration.
+3. Prefill, chunked as in vLLM V1. An iteration carries at most max_batched_tokens tokens: one per running
+   sequence, then prompt chunks of admitted requests in arrival order. It lasts step(B, S) + prefill
+   overhead + the chunks' prefill time (linear and attention n² parts); the running sequences get their
+   token, and a request whose prompt is complete gets its first token at the end of that iteration.
+   TTFT = queueing + the iterations that carried its prompt.
 4. Arrival mid-iteration. A request reaching a replica in the middle of a run of decode iterations waits for
    the current iteration to end (the run is cut there) and is admitted at that boundary.
 5. Cold start. A new replica is `starting` for its variant's cold_start_s and gets no traffic until then;
@@ -94,7 +96,7 @@ class Completion:
 
 
 class _Seq:
-    __slots__ = ("admitted", "arrival", "first_token", "generated", "id", "output", "prompt", "replica")
+    __slots__ = ("admitted", "arrival", "first_token", "generated", "id", "output", "prefilled", "prompt", "replica")
 
     def __init__(self, rid: int, prompt: int, output: int, arrival: float) -> None:
         self.id = rid
@@ -102,6 +104,7 @@ class _Seq:
         self.output = output
         self.arrival = arrival
         self.generated = 0
+        self.prefilled = 0
         self.first_token: float | None = None
         self.admitted: float | None = None
         self.replica: Replica | None = None
@@ -130,6 +133,7 @@ class Replica:
         self.state = "starting"  # starting | serving | draining | gone
         self.running: list[_Seq] = []
         self.admitting: list[_Seq] = []
+        self.chunks: list[tuple[_Seq, int]] = []  # prompt tokens each admitted request gets this iteration
         self.waiting: deque[_Seq] = deque()
         self.phase = "idle"  # idle | prefill | decode
         self.seg_start = 0.0
@@ -520,17 +524,24 @@ class Fleet:
             self._apply_steps(r, r.seg_n, t)
         elif r.phase == "prefill":
             self._apply_steps(r, 1, t)
+            for s, k in r.chunks:
+                s.prefilled += k
+                r.counters.prompt_tokens += k
+            r.chunks = []
+            still: list[_Seq] = []
             for s in r.admitting:
+                if s.prefilled < s.prompt:
+                    still.append(s)
+                    continue
                 s.first_token = t
                 s.generated = 1
                 r.kv_tokens += s.prompt + 1
-                r.counters.prompt_tokens += s.prompt
                 r.counters.generation_tokens += 1
                 if s.output <= 1:
                     self._complete(r, s, t)
                 else:
                     r.running.append(s)
-            r.admitting = []
+            r.admitting = still
         r.phase = "idle"
         if r.state == "draining" and not r.running and not r.waiting:
             self._retire(r, t)
@@ -584,9 +595,15 @@ class Fleet:
         perf = r.perf
         b = len(r.running)
         if r.admitting:
-            prefill = perf.prefill_overhead + sum(
-                perf.prefill_per_token * s.prompt + perf.prefill_quadratic * s.prompt * s.prompt for s in r.admitting
-            )
+            budget = max(1, perf.max_batched_tokens - b)
+            prefill = perf.prefill_overhead
+            for s in r.admitting:
+                k = min(budget, s.prompt - s.prefilled)
+                r.chunks.append((s, k))
+                prefill += perf.prefill_chunk_time(s.prefilled, k)
+                budget -= k
+                if budget <= 0:
+                    break
             step = (perf.step_time(b, r.kv_tokens) if b else 0.0) + prefill
             r.phase, r.seg_start, r.seg_step, r.seg_n = "prefill", t, step, 1
             r.version += 1
