@@ -1,0 +1,260 @@
+"""Typed configuration of `gpumix serve`: defaults < YAML file < GPUMIX_<FIELD> environment < flags.
+
+Every problem of one configuration is collected and reported together (`ConfigError.problems`), each naming
+its field and where the value came from, so a bad deployment fails once with the whole list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# PromQL templates. {window} is the rate window; {model}, {variant}, {namespace} are the configured label
+# names. Each query is aggregated over the whole fleet: the number of queries per cycle does not grow with
+# the number of variants.
+_COMMON_QUERIES: dict[str, str] = {
+    "completions": "sum by ({namespace}, {model}, {variant}) (rate(vllm:request_success_total[{window}]))",
+    "waiting": "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_waiting)",
+    "running": "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_running)",
+    "prompt_histogram": "sum by ({namespace}, {model}, le) (increase(vllm:request_prompt_tokens_bucket[{window}]))",
+    "generation_histogram": (
+        "sum by ({namespace}, {model}, le) (increase(vllm:request_generation_tokens_bucket[{window}]))"
+    ),
+    "prompt_tokens": "sum by ({namespace}, {model}) (rate(vllm:prompt_tokens_total[{window}]))",
+    "generation_tokens": "sum by ({namespace}, {model}) (rate(vllm:generation_tokens_total[{window}]))",
+    "ttft_p99": (
+        "histogram_quantile(0.99, sum by ({namespace}, {model}, le) "
+        "(rate(vllm:time_to_first_token_seconds_bucket[{window}])))"
+    ),
+    "tpot_p99": (
+        "histogram_quantile(0.99, sum by ({namespace}, {model}, le) "
+        "(rate(vllm:time_per_output_token_seconds_bucket[{window}])))"
+    ),
+    # DCGM has no variant label; the Deployment is the pod name minus its ReplicaSet and pod suffixes.
+    "gpu_util": (
+        'avg by ({namespace}, deployment) (label_replace(DCGM_FI_DEV_GPU_UTIL, "deployment", "$1", "pod", '
+        '"(.+)-[a-z0-9]+-[a-z0-9]+"))'
+    ),
+    "replicas": "max by (namespace, deployment) (kube_deployment_status_replicas)",
+    "ready_replicas": "max by (namespace, deployment) (kube_deployment_status_replicas_ready)",
+    # Newest sample time per model: how old the data behind this cycle is.
+    "freshness": "max by ({namespace}, {model}) (timestamp(vllm:num_requests_waiting))",
+}
+DEFAULT_QUERIES: dict[str, dict[str, str]] = {
+    "v1": {**_COMMON_QUERIES, "kv_cache": "avg by ({namespace}, {model}, {variant}) (vllm:kv_cache_usage_perc)"},
+    "v0": {**_COMMON_QUERIES, "kv_cache": "avg by ({namespace}, {model}, {variant}) (vllm:gpu_cache_usage_perc)"},
+}
+QUERY_NAMES = frozenset(DEFAULT_QUERIES["v1"])
+
+
+class ConfigError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class Config:
+    prometheus: str | None = None
+    redis: str | None = None
+    profiles: str | None = None
+    inventory: str | None = None
+    kubernetes: bool = False  # read Deployments/ScaledObjects/Nodes from the API server
+    kube_api: str | None = None  # API server URL (default: in-cluster or kubeconfig)
+    kube_namespace: str | None = None  # watch one namespace (default: all)
+    bind: str = "127.0.0.1"
+    grpc_port: int = 9090
+    http_port: int = 8080
+    interval: float = 15.0
+    stale_after: float = 0.0  # 0: four intervals (at least 60 s)
+    fast_interval: float = 2.0  # how often waiting requests are checked for scale-from-zero
+    drain_time: float = 60.0  # seconds in which the queue should be drained: adds waiting/drain_time req/s
+    rate_window: str = "1m"
+    prometheus_timeout: float = 5.0
+    max_sample_age: float = 60.0
+    metrics: str = "v1"  # default PromQL set: vLLM V1 or V0 metric names
+    queries: Mapping[str, str] = field(default_factory=dict)  # overrides of single queries by name
+    model_label: str = "model_name"
+    variant_label: str = "variant"
+    namespace_label: str = "namespace"
+    target: float = 1.0  # the AverageValue target T announced in GetMetricSpec
+    utilization: float = 0.8
+    churn: float = 0.05
+    hysteresis_margin: float = 0.1
+    solver_time_limit: float = 2.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # set: clients must present a certificate signed by it (mTLS)
+    log_level: str = "info"
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.stale_after if self.stale_after > 0 else max(60.0, 4 * self.interval)
+
+    def query(self, name: str) -> str:
+        template = self.queries.get(name) or DEFAULT_QUERIES[self.metrics][name]
+        return (
+            template.replace("{window}", self.rate_window)
+            .replace("{model}", self.model_label)
+            .replace("{variant}", self.variant_label)
+            .replace("{namespace}", self.namespace_label)
+        )
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_WINDOW = re.compile(r"^[0-9]+(ms|s|m|h)$")
+
+
+def _coerce(name: str, raw: Any, origin: str, problems: list[str]) -> Any:
+    """A value of the field's type, from YAML (typed) or environment/flags (strings)."""
+    kind = str(FIELDS[name].type)
+    where = f"{name} (from {origin})"
+    if kind == "Mapping[str, str]":
+        if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+            problems.append(f"{where}: must map query names to PromQL strings")
+            return None
+        return dict(raw)
+    if raw is None:
+        return None
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return raw.lower() in ("1", "true", "yes", "on")
+        problems.append(f"{where}: must be true or false, got {raw!r}")
+        return None
+    if kind == "int":
+        try:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError
+            return int(raw)
+        except (TypeError, ValueError):
+            problems.append(f"{where}: must be an integer, got {raw!r}")
+            return None
+    if kind == "float":
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+        except (TypeError, ValueError):
+            problems.append(f"{where}: must be a number, got {raw!r}")
+            return None
+        if not math.isfinite(value):
+            problems.append(f"{where}: must be finite, got {raw!r}")
+            return None
+        return value
+    if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+        problems.append(f"{where}: must be a string, got {raw!r}")
+        return None
+    return str(raw)
+
+
+def load(
+    path: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Build and validate the configuration; raises ConfigError listing every problem."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError([f"--config {path}: cannot read YAML: {exc}"]) from exc
+        if not isinstance(doc, Mapping):
+            raise ConfigError([f"--config {path}: must be a mapping of field: value"])
+        for key, raw in doc.items():
+            name = str(key).replace("-", "_")
+            if name not in FIELDS:
+                problems.append(f"{key} (from {path}): unknown field (known: {', '.join(sorted(FIELDS))})")
+                continue
+            value = _coerce(name, raw, path, problems)
+            if value is not None:
+                values[name] = value
+    env = os.environ if environ is None else environ
+    for name in FIELDS:
+        var = f"GPUMIX_{name.upper()}"
+        if var in env and name != "queries":
+            value = _coerce(name, env[var], f"${var}", problems)
+            if value is not None:
+                values[name] = value
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        value = _coerce(name, raw, f"--{name.replace('_', '-')}", problems)
+        if value is not None:
+            values[name] = value
+    config = Config(**values)
+    problems += validate(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def validate(c: Config) -> list[str]:
+    problems: list[str] = []
+    if c.prometheus is None:
+        problems.append("prometheus: required (--prometheus URL or GPUMIX_PROMETHEUS)")
+    elif not re.match(r"^https?://[^/\s]+", c.prometheus):
+        problems.append(f"prometheus: must be an http(s) URL, got {c.prometheus!r}")
+    if c.redis is not None and not re.match(r"^(redis|rediss|unix)://", c.redis):
+        problems.append(f"redis: must be a redis:// or rediss:// URL, got {c.redis!r}")
+    if c.inventory is None and not c.kubernetes:
+        problems.append("inventory: required unless kubernetes is true (--inventory FILE)")
+    if c.inventory is not None and not Path(c.inventory).is_file():
+        problems.append(f"inventory: no such file {c.inventory!r}")
+    if c.profiles is None and c.redis is None:
+        problems.append("profiles: give a directory (--profiles DIR) or a Redis holding profiles (--redis URL)")
+    if c.profiles is not None and not Path(c.profiles).is_dir():
+        problems.append(f"profiles: no such directory {c.profiles!r}")
+    for port in ("grpc_port", "http_port"):
+        value = getattr(c, port)
+        if not 0 <= value <= 65535:
+            problems.append(f"{port}: must be 0..65535 (0 picks a free port), got {value}")
+    if c.grpc_port == c.http_port and c.grpc_port != 0:
+        problems.append(f"grpc_port and http_port: both {c.grpc_port}")
+    for name in ("interval", "fast_interval", "drain_time", "prometheus_timeout", "max_sample_age",
+                 "target", "solver_time_limit"):
+        if getattr(c, name) <= 0:
+            problems.append(f"{name}: must be > 0, got {getattr(c, name)}")
+    if c.stale_after < 0:
+        problems.append(f"stale_after: must be >= 0 (0: four intervals), got {c.stale_after}")
+    elif 0 < c.stale_after < c.interval:
+        problems.append(f"stale_after: {c.stale_after} s is shorter than one interval ({c.interval} s)")
+    if not 0 < c.utilization <= 1:
+        problems.append(f"utilization: must be in (0, 1], got {c.utilization}")
+    if c.churn < 0:
+        problems.append(f"churn: must be >= 0, got {c.churn}")
+    if not 0 <= c.hysteresis_margin < 1:
+        problems.append(f"hysteresis_margin: must be in [0, 1), got {c.hysteresis_margin}")
+    if not _WINDOW.match(c.rate_window):
+        problems.append(f"rate_window: must be a Prometheus duration like 1m or 30s, got {c.rate_window!r}")
+    if c.metrics not in DEFAULT_QUERIES:
+        problems.append(f"metrics: must be one of {', '.join(DEFAULT_QUERIES)}, got {c.metrics!r}")
+    for name in c.queries:
+        if name not in QUERY_NAMES:
+            problems.append(f"queries.{name}: unknown query (known: {', '.join(sorted(QUERY_NAMES))})")
+    for name in ("model_label", "variant_label", "namespace_label"):
+        if not _LABEL.match(getattr(c, name)):
+            problems.append(f"{name}: not a Prometheus label name: {getattr(c, name)!r}")
+    if (c.tls_cert is None) != (c.tls_key is None):
+        problems.append("tls_cert and tls_key: give both or neither")
+    if c.tls_client_ca is not None and c.tls_cert is None:
+        problems.append("tls_client_ca: mutual TLS needs tls_cert and tls_key too")
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        value = getattr(c, name)
+        if value is not None and not Path(value).is_file():
+            problems.append(f"{name}: no such file {value!r}")
+    if c.log_level.lower() not in ("debug", "info", "warning", "error"):
+        problems.append(f"log_level: must be debug, info, warning or error, got {c.log_level!r}")
+    return problems
