@@ -81,6 +81,7 @@ class PlanRequest:
     churn: float = 0.0  # cost of changing one replica, as a share of that replica's hourly cost
     time_limit_s: float = 2.0
     mip_gap: float = 1e-4
+    integer: bool = True  # False: the LP relaxation, a lower bound on any plan's cost
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def validate(request: PlanRequest) -> None:
 class _Compiled:
     """One parameterised problem for a given shape: compiled on first solve, re-solved after."""
 
-    def __init__(self, shapes: Sequence[tuple[int, int]], n_pools: int) -> None:
+    def __init__(self, shapes: Sequence[tuple[int, int]], n_pools: int, integer: bool) -> None:
         self.y: list[cp.Variable] = []
         self.z: list[cp.Variable] = []
         self.s: list[cp.Variable] = []
@@ -213,7 +214,7 @@ class _Compiled:
                 "penalty": cp.Parameter(n_buckets, nonneg=True),
                 "placement": cp.Parameter((n_var, n_buckets), nonneg=True),
             }
-            y = cp.Variable(n_var, integer=True)
+            y = cp.Variable(n_var, integer=integer)
             z = cp.Variable((n_var, n_buckets), nonneg=True)
             s = cp.Variable(n_buckets, nonneg=True)
             d = cp.Variable(n_var, nonneg=True)  # |y − prev|
@@ -250,7 +251,7 @@ class Planner:
     """Keeps one compiled problem per shape, so each model's cycle only re-solves."""
 
     def __init__(self) -> None:
-        self._compiled: dict[tuple[tuple[tuple[int, int], ...], int], _Compiled] = {}
+        self._compiled: dict[tuple[tuple[tuple[int, int], ...], int, bool], _Compiled] = {}
 
     def plan(self, request: PlanRequest) -> Plan:
         validate(request)
@@ -282,10 +283,10 @@ class Planner:
         """The solution per model, or why there is none."""
         shapes = tuple((len(a.names), a.lam.size) for a in arrays)
         n_pools = 0 if pools is None else pools[0].shape[0]
-        key = (shapes, n_pools)
+        key = (shapes, n_pools, request.integer)
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[key] = _Compiled(shapes, n_pools)
+            compiled = self._compiled[key] = _Compiled(shapes, n_pools, request.integer)
         scale = max(float(max(a.cost.max() for a in arrays)), 1e-9)
         compiled.u.value = request.utilization
         for a, p in zip(arrays, compiled.params, strict=True):
