@@ -128,3 +128,28 @@ def test_calibration_from_aibrix_rows() -> None:
     scale, fits = calibrate_rows(rows, "llama2-7b", "A100-80GB")
     assert len(fits) > 20 and scale.prefill == 1.0
     assert 0.5 < scale.decode_c < 2 and 0.5 < scale.decode_a < 3
+
+
+def test_recommend_command(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from optimizer.profile import load_profile
+    from scaler.cli import main
+
+    out = tmp_path / "a40.json"
+    code = main(["recommend", "--model-params", "llama2-7b", "--load", "16", "--tpot", "0.05", "--accelerators",
+                 "A100-80GB,A100-80GB/1g.20gb,A100-80GB/3g.40gb,L4", "--measured",
+                 str(DATA / "aibrix" / "simulator-llama2-7b-a100.jsonl"), "--reference", "A100-80GB",
+                 "--synthesize-profile", str(out), "--for", "A40", "--grid-inputs", "128,1024",
+                 "--grid-outputs", "64,512"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "pick: A100-80GB/3g.40gb (the smallest that meets the SLO)" in printed
+    assert "A100-80GB/1g.20gb" in printed and "scaled by measurements on A100-80GB" in printed
+    prof = load_profile(out)
+    assert prof.synthesized and prof.accelerator == "A40" and prof.grid == Grid((128, 1024), (64, 512))
+    assert prof.slo == SLO(percentile="99", tpot=0.05)
+    assert main(["recommend", "--model-params", "params=x,layers=32", "--load", "3", "--tpot", "0.05"]) == 2
+    err = capsys.readouterr().err
+    assert "params must be a positive number" in err and "missing hidden, kv_heads, head_dim" in err
+    assert main(["recommend", "--model-params", "llama2-7b", "--load", "3", "--tpot", "0.05", "--measured",
+                 str(DATA / "aibrix" / "simulator-llama2-7b-a100.jsonl")]) == 2
+    assert "--reference" in capsys.readouterr().err
