@@ -11,6 +11,7 @@ variant, or whose scalerAddress mentions gpumix.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -113,25 +114,30 @@ def load_documents(paths: Iterable[str | Path]) -> list[Document]:
     return docs
 
 
-def load_profile_index(directory: str | Path) -> tuple[set[tuple[str, str]], list[Finding]]:
+def load_profile_index(directory: str | Path) -> tuple[set[tuple[str | None, str]], list[Finding]]:
     """(model, variant) pairs that have a readable profile, and a finding per unreadable file. AIBrix
-    profiles do not name their model: they count for the model named by their parent directory."""
-    from optimizer.profile import ProfileError, load_profile
+    profiles do not name their model: as in gpumix's profile store, they count for any model
+    (model None)."""
+    from optimizer.profile import ProfileError, parse_profile
 
     root = Path(directory)
     if not root.is_dir():
         raise LintInputError(f"--profiles {root}: not a directory")
-    have: set[tuple[str, str]] = set()
+    have: set[tuple[str | None, str]] = set()
     findings: list[Finding] = []
     for file in sorted(root.rglob("*.json")):
-        model = file.parent.name if file.parent != root else None
         try:
-            profile = load_profile(file, model=model)
+            data = json.loads(file.read_text())
+            profile = parse_profile(data, str(file))
+        except (OSError, json.JSONDecodeError) as exc:
+            findings.append(Finding(ERROR, str(file), "profile", f"cannot read JSON: {exc}"))
+            continue
         except ProfileError as exc:
-            findings.append(Finding(ERROR, str(file), "profile", "unreadable, gpumix will treat its variant as "
+            findings.append(Finding(ERROR, str(file), "profile", "invalid, so gpumix treats its variant as "
                                     "having no profile: " + "; ".join(exc.problems)))
             continue
-        have.add((profile.model, profile.variant))
+        aibrix = isinstance(data, Mapping) and "tputs" in data
+        have.add((None if aibrix else profile.model, profile.variant))
     return have, findings
 
 
@@ -194,7 +200,7 @@ def _reach_in_one_period(policies: Sequence[Any], select: str, start: int) -> fl
 
 
 class _Linter:
-    def __init__(self, docs: Sequence[Document], profiles: set[tuple[str, str]] | None,
+    def __init__(self, docs: Sequence[Document], profiles: set[tuple[str | None, str]] | None,
                  inventory: Inventory | None) -> None:
         self.docs = docs
         self.profiles = profiles
@@ -410,7 +416,8 @@ class _Linter:
         if self._model_label(dep) is None:
             self.add(WARNING, dep, f"metadata.labels: no {LABEL_MODEL} label; gpumix finds a model's variants in "
                      f"the cluster by it. Add {LABEL_MODEL}: {model or '<model>'}")
-        if self.profiles is not None and model and (model, dep.name) not in self.profiles:
+        if (self.profiles is not None and model and (model, dep.name) not in self.profiles
+                and (None, dep.name) not in self.profiles):
             self.add(ERROR, dep, f"variant without profile: no profile for model {model!r} variant {dep.name!r}; "
                      "gpumix will not plan replicas for it. Run `gpumix profile` (or import an AIBrix profile)")
         if "replicas" in (dep.obj.get("spec") or {}):
@@ -427,7 +434,7 @@ class _Linter:
                      f"{'' if has_prestop else ', no preStop'})")
 
 
-def lint(docs: Sequence[Document], profiles: set[tuple[str, str]] | None = None,
+def lint(docs: Sequence[Document], profiles: set[tuple[str | None, str]] | None = None,
          inventory: Inventory | None = None) -> list[Finding]:
     return _Linter(docs, profiles, inventory).run()
 
