@@ -1,0 +1,77 @@
+"""`gpumix replay TRACE [--fleet FILE] [--policy NAME] [--speedup X] [--json] [--out DIR]`"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from scaler import logs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("trace", help="Azure CSV (TIMESTAMP,ContextTokens,GeneratedTokens) or Mooncake JSONL")
+    parser.add_argument("--fleet", default=None, help="fleet YAML (default: the bundled 4-accelerator fleet)")
+    parser.add_argument("--policy", default="all",
+                        help="gpumix | hpa-queue | hpa-queue:<variant> | static-peak | oracle | all (default)")
+    parser.add_argument("--speedup", type=float, default=1.0, help="compress trace time by this factor")
+    parser.add_argument("--routing", default="least-outstanding",
+                        choices=("least-outstanding", "round-robin", "plan-weighted"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.add_argument("--out", default="replay-out", help="directory for the PNG and results JSON")
+
+
+def _table(results: list) -> str:  # type: ignore[type-arg]
+    head = (f"{'policy':<34} {'cost $':>8} {'SLO %':>7} {'TTFT p50/p99 s':>16} {'TPOT p50/p99 ms':>16} "
+            f"{'dropped':>7} {'scale ev':>8}  GPU-hours")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        gh = ", ".join(f"{k.rsplit('-', 1)[-1]} {v:.2f}" for k, v in r.gpu_hours.items() if v > 0)
+        lines.append(
+            f"{r.policy:<34} {r.cost:>8.2f} {100 * r.attainment:>7.2f} "
+            f"{r.ttft_p50:>7.2f}/{r.ttft_p99:<8.2f} {1e3 * r.tpot_p50:>7.0f}/{1e3 * r.tpot_p99:<8.0f} "
+            f"{r.dropped:>7} {r.scale_events:>8}  {gh}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.configure()
+    log = logs.get("replay")
+    from tqdm import tqdm
+
+    from sim.fleet import FleetError, load_fleet
+    from sim.plot import plot_results
+    from sim.policies import make_policies
+    from sim.replay import TraceError, load_trace, replay
+
+    try:
+        spec = load_fleet(args.fleet)
+        trace = load_trace(args.trace, args.speedup)
+        policies = make_policies(spec, args.policy)
+    except (FleetError, TraceError, ValueError, KeyError) as exc:
+        print(f"gpumix replay: {exc}", file=sys.stderr)
+        return 2
+    log.info("replay", trace=args.trace, requests=len(trace), duration_s=round(trace.duration, 1),
+             fleet=spec.source, policies=[p.name for p in policies])
+    results = []
+    steps = int(trace.duration // 15.0 + 1)
+    with tqdm(total=steps * len(policies), desc="replay", unit="cycle", disable=args.json) as bar:
+        for policy in policies:
+            bar.set_postfix_str(policy.name)
+            results.append(replay(spec, trace, policy, seed=args.seed, routing=args.routing,
+                                  on_step=lambda _t: bar.update(1)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot_results(results, out / "replay.png", title=f"{Path(args.trace).name} on {Path(spec.source).name}")
+    doc = {"trace": args.trace, "fleet": spec.source, "slo": spec.slo.to_json(),
+           "results": [r.to_json() for r in results], "png": str(png)}
+    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(_table(results))
+        print(f"\nplot: {png}\nnumbers: {out / 'results.json'}")
+    return 0
