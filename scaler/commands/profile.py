@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -211,6 +211,9 @@ def store_in_redis(profile: Profile, url: str, *, aibrix_key: bool) -> list[str]
     import redis
 
     conn_url, model = redis_target(url, profile.model)
+    if model != profile.model:
+        # The store checks that a profile names the model its key names.
+        profile = replace(profile, model=model)
     client = redis.Redis.from_url(conn_url, socket_timeout=10)
     keys = []
     try:
