@@ -199,14 +199,16 @@ def model_dashboard() -> dict[str, Any]:
         panel("Solve time", [
             (f"histogram_quantile(0.5, sum by (le) (rate(gpumix_solve_seconds_bucket{{{M}}}[{rate}])))", "p50"),
             (f"histogram_quantile(0.99, sum by (le) (rate(gpumix_solve_seconds_bucket{{{M}}}[{rate}])))", "p99"),
-            (f"sum(increase(gpumix_solver_fallback_total{{{M}}}[{rate}]))", "greedy fallbacks"),
+            # The counter appears with the first fallback; until then the panel shows 0, not "no data".
+            (f"sum(increase(gpumix_solver_fallback_total{{{M}}}[{rate}])) or vector(0)", "greedy fallbacks"),
         ], unit="s", w=8),
         panel("Data age", [(f"max(gpumix_data_age_seconds{{{M}}})", "age")], unit="s", w=8,
               thresholds=[("orange", 60), ("red", 120)],
               description="Age of the newest sample behind the plan; past stale_after gpumix answers "
               "UNAVAILABLE and KEDA falls back."),
         panel("Errors and profile status", [
-            ("sum by (kind) (rate(gpumix_observation_errors_total[$__rate_interval]))", "{{kind}} errors/s"),
+            ("sum by (kind) (rate(gpumix_observation_errors_total[$__rate_interval])) or on () vector(0)",
+             "{{kind}} errors/s"),
             (f"sum by (status) (gpumix_profile_status{{{M}}})", "variants with profile {{status}}"),
         ], w=8),
     ]
