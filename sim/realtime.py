@@ -39,7 +39,7 @@ from typing import Any
 from aiohttp import web
 
 from optimizer.perfmodel import accelerator
-from sim.engine import Completion, Fleet, Request, Snapshot
+from sim.engine import Completion, Fleet, Request, Snapshot, Usage
 from sim.fleet import FleetSpec
 
 # Bucket bounds as vLLM's own (vllm/v1/metrics/loggers.py): latency buckets reach minutes because queueing
@@ -210,6 +210,10 @@ class RealtimeFleet:
     def snapshot(self) -> Snapshot:
         with self.lock:
             return self.engine.snapshot(self._advance())
+
+    def usage(self) -> Usage:
+        with self.lock:
+            return self.engine.usage(self._advance())
 
     def submit(self, prompt_tokens: int, output_tokens: int, *, watch: bool = False) -> int:
         with self.lock:
