@@ -77,6 +77,10 @@ def render_metrics(table: Table, now: float) -> str:
     for v in snap.variants.values():
         if v.current is not None:
             out.sample("gpumix_current_replicas", v.current, namespace=v.namespace, model=v.model, variant=v.variant)
+    out.family("gpumix_held_replicas", "gauge", "replicas the HPA holds inside its scale-down window")
+    for v in snap.variants.values():
+        if v.held is not None:
+            out.sample("gpumix_held_replicas", v.held, namespace=v.namespace, model=v.model, variant=v.variant)
     out.family("gpumix_profile_status", "gauge", "1 for the variant's current profile status (ok|missing|invalid)")
     for v in snap.variants.values():
         for status in ("ok", "missing", "invalid"):

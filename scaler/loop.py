@@ -52,6 +52,7 @@ class VariantView:
     replicas: int | None = None  # the published recommendation
     decided_at: float | None = None  # unix time it was last decided from fresh data
     current: int | None = None
+    held: int | None = None  # what the HPA keeps inside its scale-down window (from the published history)
     reason: str = ""
 
 
@@ -218,6 +219,8 @@ class Controller:
             return None, "no completion rate yet for a model with replicas", None
         age = None if facts.newest_sample is None else max(0.0, obs.at - facts.newest_sample)
         if age is not None and age > self.config.max_sample_age:
+            if idle:  # series of replicas that are gone linger; nothing runs, nothing to keep
+                return zero_demand(key, grid), "no replicas, only old series", age
             self.table.counters.error("stale")
             return None, f"newest sample is {age:.0f} s old (max_sample_age {self.config.max_sample_age:.0f} s)", age
         estimate = estimate_demand(key, facts, grid, self.config.drain_time)
@@ -289,7 +292,8 @@ class Controller:
             else:
                 self.problems.report("solver", "ok")
 
-        snapshot = self._snapshot(inventory, info, profiles, currents, decision.reasons, now, decision.plan)
+        snapshot = self._snapshot(inventory, info, profiles, currents, decision.reasons, now, decision.plan,
+                                  decision.held)
         self.table.publish(snapshot)
         self.table.counters.cycle_seconds.observe(time.perf_counter() - started)
         self.cycles += 1
@@ -299,7 +303,8 @@ class Controller:
 
     def _snapshot(self, inventory: Inventory, info: Mapping[str, tuple[ModelInfo, Demand | None, str, float | None]],
                   profiles: Mapping[Key, ProfileStatus], currents: Mapping[Key, int | None],
-                  reasons: Mapping[str, str], now: float, plan: Plan | None) -> Snapshot:
+                  reasons: Mapping[str, str], now: float, plan: Plan | None,
+                  held: Mapping[str, int]) -> Snapshot:
         variants: dict[Key, VariantView] = {}
         models: dict[Key, ModelView] = {}
         for mkey, (model, demand, source, age) in info.items():
@@ -327,6 +332,7 @@ class Controller:
                     replicas=None if st is None else st.replicas,
                     decided_at=None if st is None else st.at,
                     current=currents.get((v.namespace, v.name)),
+                    held=held.get(variant_key(v.namespace, v.name)),
                     reason=reasons.get(variant_key(v.namespace, v.name), ""),
                 )
         previous = self.table.snapshot.planned_at

@@ -13,14 +13,17 @@ memory and writes again when Redis is back; it never overwrites Redis state it h
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from optimizer.profile import Profile, ProfileError, parse_profile
@@ -31,6 +34,7 @@ from scaler.prometheus import StateLog
 log = logs.get("gpumix.store")
 
 STATE_KEY = "gpumix:state"
+T = TypeVar("T")
 
 
 def our_key(model: str, variant: str) -> str:
@@ -49,9 +53,21 @@ class ProfileStatus:
     detail: str = ""
 
 
+REDIS_DEADLINE_S = 2.0
+
+
 def connect(url: str) -> aioredis.Redis:
-    # Short timeouts: a Redis outage must cost a cycle a second, not stall it.
-    return aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, retry_on_timeout=False)
+    # Short timeouts and no client-side retries (redis-py retries with backoff by default): a Redis outage
+    # must cost a cycle a second, not stall it. The next cycle is the retry.
+    return aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0,
+                                   retry=Retry(NoBackoff(), 0))
+
+
+async def _bounded(awaitable: Awaitable[T]) -> T:
+    try:
+        return await asyncio.wait_for(awaitable, REDIS_DEADLINE_S)
+    except TimeoutError as exc:
+        raise RedisError(f"no answer within {REDIS_DEADLINE_S} s") from exc
 
 
 class DirectoryProfiles:
@@ -103,7 +119,7 @@ class ProfileStore:
         if self.redis is None or not keys:
             return {}
         try:
-            values = await self.redis.mget(keys)
+            values = await _bounded(self.redis.mget(keys))
             self.state.report("redis:profiles", "ok")
             self._redis_cache = dict(zip(keys, values, strict=True))
         except (RedisError, OSError) as exc:
@@ -196,7 +212,7 @@ class StateStore:
         if self.loaded or self.redis is None:
             return self.loaded
         try:
-            raw = await self.redis.hgetall(STATE_KEY)
+            raw = await _bounded(self.redis.hgetall(STATE_KEY))
         except (RedisError, OSError) as exc:
             self.state.report("redis:state", "unreachable", error=str(exc))
             return False
@@ -237,7 +253,7 @@ class StateStore:
         if not chosen:
             return True
         try:
-            await self.redis.hset(STATE_KEY, mapping={k: v.to_json() for k, v in chosen.items()})
+            await _bounded(self.redis.hset(STATE_KEY, mapping={k: v.to_json() for k, v in chosen.items()}))
         except (RedisError, OSError) as exc:
             self.state.report("redis:state", "unreachable", error=str(exc))
             return False
