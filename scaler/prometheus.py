@@ -97,7 +97,8 @@ class StateLog:
 
 
 def _classify(exc: BaseException) -> str:
-    if isinstance(exc, requests.Timeout):
+    # With retries off, urllib3 reports a read timeout as a ConnectionError wrapping ReadTimeoutError.
+    if isinstance(exc, requests.Timeout) or "TimeoutError" in str(exc):
         return "timeout"
     if isinstance(exc, requests.ConnectionError):
         return "unreachable"
