@@ -63,7 +63,7 @@ class Timing:
     polling_s: float = 2.0  # KEDA pollingInterval
     hpa_sync_s: float = 3.0  # the HPA's sync period
     scale_down_window_s: float = 20.0
-    cooldown_s: float = 30.0
+    cooldown_s: float = 20.0
     rate_window: str = "15s"
     drain_time_s: float = 10.0
     scrape_interval: str = "1s"
@@ -535,6 +535,8 @@ def _install_cleanup(stack: Stack) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    # Ctrl-C must reach us even when started with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -542,8 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trace", default=str(DEFAULT_TRACE), help="Azure CSV or Mooncake JSONL trace")
     p.add_argument("--window", type=float, default=1800.0, help="seconds of trace to play")
     p.add_argument("--offset", type=float, default=0.0, help="where in the trace to start (s)")
-    p.add_argument("--load-seconds", type=float, default=90.0, help="real seconds the trace window takes")
-    p.add_argument("--tail", type=float, default=35.0, help="seconds without load at the end (scale-down)")
+    p.add_argument("--load-seconds", type=float, default=80.0, help="real seconds the trace window takes")
+    p.add_argument("--tail", type=float, default=45.0, help="seconds without load at the end (scale-down)")
     p.add_argument("--rps", type=float, default=2.5, help="mean request rate after thinning")
     p.add_argument("--cold-start", type=float, default=8.0, help="seconds before a new replica serves")
     p.add_argument("--table-every", type=float, default=5.0, help="seconds between printed tables")
