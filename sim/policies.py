@@ -3,8 +3,11 @@ would (arrivals so far, the fleet's snapshot) except `oracle`, which knows the f
 
 - `gpumix`: the real per-cycle decision (`optimizer.decide`: planner + held capacity + hysteresis) every
   15 s, published through the in-process external scaler to the KEDA+HPA emulator (`sim.hpa_emulator`),
-  which moves the Deployments. Demand is what the service estimates: arrival rate per bucket over the last
-  minute plus the backlog to drain.
+  which moves the Deployments. Demand: arrival rate per bucket over the last minute (the joint length
+  distribution, exactly) plus the backlog to drain. The service estimates the same total from completions
+  + waiting/drain_time and spreads it by marginal length histograms, so this is slightly optimistic.
+- `gpumix-hold[:seconds]`: the same, planning for the peak demand of the recent horizon (default: the
+  longest cold start) instead of the last minute (optimizer.forecast.peak_hold).
 - `hpa-queue:<variant>`: the GKE guide's HPA on queue size — total `num_requests_waiting` as an
   AverageValue metric (target 3 per pod), min 1 replica, default HPA behaviour — on one accelerator type.
 - `static-peak`: the cheapest single type sized, from its profile, for the trace's peak one-minute demand;
@@ -24,6 +27,7 @@ import numpy.typing as npt
 
 from optimizer.decide import ModelState, Settings, VariantState, decide
 from optimizer.demand import Demand, from_trace
+from optimizer.forecast import peak_hold
 from optimizer.profile import Grid, Profile, common_grid, resample
 from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
 from sim.engine import Fleet
@@ -97,6 +101,12 @@ def peak_demand(model: str, grid: Grid, trace: Trace, window_s: float = DEMAND_W
         peak = np.maximum(peak, demand_between(model, grid, trace, t, t + window_s).rates)
         t += window_s / 4
     return Demand(model, grid, peak)
+
+
+def default_horizon(spec: FleetSpec) -> float:
+    """A replica ordered now serves after its cold start, so demand seen within the longest cold start is
+    demand that can come back before released capacity could be bought again."""
+    return max((v.cold_start_s for v in spec.variants), default=0.0)
 
 
 class Policy:
@@ -218,11 +228,20 @@ class HpaQueue(Policy):
 
 
 class Gpumix(Policy):
+    """horizon_s = 0: plan for the last window's estimate (the service's default). horizon_s > 0
+    (`gpumix-hold`): plan for the peak of the recent horizon (optimizer.forecast.peak_hold)."""
+
     name = "gpumix"
 
-    def __init__(self, spec: FleetSpec, settings: Settings | None = None) -> None:
+    def __init__(self, spec: FleetSpec, settings: Settings | None = None, horizon_s: float | None = None,
+                 window_s: float = DEMAND_WINDOW_S) -> None:
         self.spec = spec
         self.profiles = spec.profiles()
+        self.horizon_s = 0.0 if horizon_s is None else horizon_s
+        if self.horizon_s > 0:
+            self.name = f"gpumix-hold:{self.horizon_s:.0f}"
+        self.window_s = window_s
+        self.observations: list[tuple[float, Demand]] = []
         self.grid = fleet_grid(self.profiles)
         self.settings = settings or Settings(utilization=UTILIZATION)
         self.planner = Planner()
@@ -279,8 +298,17 @@ class Gpumix(Policy):
                 em.hpa.recommendations.append((0.0, n))
                 em.last_active = 0.0
 
+    def forecast(self, now: float) -> Demand:
+        """The estimate of this cycle, raised to the peak of the recent horizon (optimizer.forecast)."""
+        self.observations.append((now, self.estimate(now)))
+        while self.observations and self.observations[0][0] < now - self.horizon_s:
+            self.observations.pop(0)
+        held = peak_hold(self.observations, now, self.horizon_s)
+        assert held is not None  # this cycle's estimate is inside the horizon
+        return held
+
     def estimate(self, now: float) -> Demand:
-        demand = demand_between(self.spec.model, self.grid, self.trace, now - DEMAND_WINDOW_S, now)
+        demand = demand_between(self.spec.model, self.grid, self.trace, now - self.window_s, now)
         snap = self.fleet.snapshot()
         backlog = snap.pending + sum(v.waiting for v in snap.variants.values())
         if backlog and demand.total > 0:
@@ -294,7 +322,7 @@ class Gpumix(Policy):
     def step(self, now: float) -> None:
         before = dict(self.recommendations)
         current = {name: self.fleet.replicas(name) for name in self.emulators}
-        recs = self._decide(now, self.estimate(now), current)
+        recs = self._decide(now, self.forecast(now), current)
         for name, em in self.emulators.items():
             cur = self.fleet.replicas(name)
             n = cur
@@ -335,7 +363,7 @@ class Oracle(Policy):
                 self.fleet.set_replicas(name, n, now)
 
 
-POLICY_NAMES = ("gpumix", "hpa-queue", "static-peak", "oracle")
+POLICY_NAMES = ("gpumix", "gpumix-hold", "hpa-queue", "static-peak", "oracle")
 
 
 def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
@@ -344,6 +372,16 @@ def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
         return [p for n in POLICY_NAMES for p in make_policies(spec, n)]
     if name == "gpumix":
         return [Gpumix(spec)]
+    if name == "gpumix-hold":
+        return [Gpumix(spec, horizon_s=default_horizon(spec))]
+    if name.startswith("gpumix-hold:"):
+        try:
+            horizon = float(name.split(":", 1)[1])
+        except ValueError:
+            horizon = -1.0
+        if not horizon > 0:
+            raise ValueError(f"policy {name!r}: gpumix-hold:<horizon seconds> needs a positive number")
+        return [Gpumix(spec, horizon_s=horizon)]
     if name == "static-peak":
         return [StaticPeak(spec)]
     if name == "oracle":
@@ -352,7 +390,8 @@ def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
         return [HpaQueue(spec, v.name) for v in spec.variants]
     if name.startswith("hpa-queue:"):
         return [HpaQueue(spec, spec.variant(name.split(":", 1)[1]).name)]
-    raise ValueError(f"policy {name!r}: use one of {', '.join((*POLICY_NAMES, 'all'))} or hpa-queue:<variant>")
+    raise ValueError(f"policy {name!r}: use one of {', '.join((*POLICY_NAMES, 'all'))}, "
+                     "hpa-queue:<variant> or gpumix-hold:<seconds>")
 
 
 def without_cold_start(spec: FleetSpec) -> FleetSpec:

@@ -98,6 +98,25 @@ def load_trace(path: str | Path, speedup: float = 1.0) -> Trace:
     return Trace(times, prompts, outputs)
 
 
+def synthetic_trace(seed: int, duration_s: float = 3600.0, mean_rps: float = 4.0, period_s: float = 3600.0,
+                    amplitude: float = 0.6, prompt_median: float = 1000.0, output_median: float = 120.0) -> Trace:
+    """A diurnal Poisson trace: rate mean·(1 + amplitude·sin) over `period_s` (a day compressed), starting at
+    the trough; lengths log-normal around the medians (σ 1.0 prompts, 0.8 outputs), capped at 8000 / 1024
+    tokens. Thinning of a homogeneous Poisson process at the peak rate, so arrivals are exact for the rate."""
+    if not (0.0 <= amplitude < 1.0) or mean_rps <= 0 or duration_s <= 0 or period_s <= 0:
+        raise TraceError("synthetic", [f"need mean_rps > 0, duration_s > 0, period_s > 0, 0 <= amplitude < 1; got "
+                                       f"{mean_rps}, {duration_s}, {period_s}, {amplitude}"])
+    rng = np.random.default_rng(seed)
+    peak = mean_rps * (1.0 + amplitude)
+    n = rng.poisson(peak * duration_s)
+    times = np.sort(rng.uniform(0.0, duration_s, n))
+    rate = mean_rps * (1.0 + amplitude * np.sin(2 * np.pi * times / period_s - np.pi / 2))
+    times = times[rng.uniform(0.0, peak, n) < rate]
+    prompts = np.minimum(rng.lognormal(np.log(prompt_median), 1.0, times.size), 8000).astype(np.int64) + 1
+    outputs = np.minimum(rng.lognormal(np.log(output_median), 0.8, times.size), 1024).astype(np.int64) + 1
+    return Trace(times - times[0], prompts, outputs)
+
+
 @dataclass
 class Series:
     times: list[float] = field(default_factory=list)
@@ -124,6 +143,7 @@ class Result:
     duration_s: float
     series: Series = field(repr=False, default_factory=Series)
     notes: str = ""
+    completions: list[Completion] = field(repr=False, default_factory=list)  # for diagnosis
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -210,6 +230,7 @@ def replay(spec: FleetSpec, trace: Trace, policy: Policy, seed: int = 0, routing
         cost_by_variant=dict(usage.cost),
         duration_s=cost_until,
         series=series,
+        completions=done,
     )
 
 

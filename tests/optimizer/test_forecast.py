@@ -1,0 +1,63 @@
+"""optimizer.forecast.peak_hold: the demand to plan for over the cold-start lead time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optimizer.demand import Demand
+from optimizer.forecast import ForecastError, peak_hold
+from optimizer.profile import Grid
+
+GRID = Grid(inputs=(128, 1024), outputs=(16, 256))
+
+
+def demand(short: float, long: float) -> Demand:
+    """`short` req/s of 128-in/16-out requests and `long` req/s of 1024-in/256-out ones."""
+    return Demand("m", GRID, np.array([[short, 0.0], [0.0, long]]))
+
+
+CASES = [
+    # (name, observations, now, horizon, expected [short, long] or None)
+    ("no hold: the latest estimate", [(0.0, demand(9, 1)), (15.0, demand(1, 0))], 15.0, 0.0, (1, 0)),
+    # the peak total 10 with the pooled mix (10 short : 1 long)
+    ("peak inside the horizon is held", [(0.0, demand(9, 1)), (15.0, demand(1, 0))], 15.0, 60.0,
+     (100 / 11, 10 / 11)),
+    ("peak outside the horizon is forgotten", [(0.0, demand(9, 1)), (100.0, demand(1, 0))], 100.0, 60.0, (1, 0)),
+    # pooled mix (10 short : 1 long) scaled to the peak total 8 gives the long bucket 8/11; the latest
+    # estimate's 1 req/s there is higher and wins: a bucket rising now is never planned below its rate
+    ("peak total with the pooled mix, never below now",
+     [(0.0, demand(8, 0)), (15.0, demand(2, 1))], 15.0, 60.0, (80 / 11, 1.0)),
+    ("idle horizon keeps zero", [(0.0, demand(0, 0)), (15.0, demand(0, 0))], 15.0, 60.0, (0, 0)),
+    ("nothing inside the horizon: unknown", [(0.0, demand(5, 5))], 200.0, 60.0, None),
+    ("future estimates are ignored", [(0.0, demand(1, 0)), (30.0, demand(50, 50))], 15.0, 60.0, (1, 0)),
+]
+
+
+@pytest.mark.parametrize(("name", "observations", "now", "horizon", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_peak_hold(name, observations, now, horizon, expected):
+    got = peak_hold(observations, now, horizon)
+    if expected is None:
+        assert got is None
+        return
+    assert got is not None and got.grid == GRID
+    assert got.rates[0, 0] == pytest.approx(expected[0])
+    assert got.rates[1, 1] == pytest.approx(expected[1])
+
+
+def test_hold_never_exceeds_the_peak_total_when_the_mix_is_steady():
+    obs = [(15.0 * k, demand(r, r / 10)) for k, r in enumerate((1, 7, 3, 2))]
+    got = peak_hold(obs, 45.0, 300.0)
+    assert got is not None and got.total == pytest.approx(7.7)
+
+
+@pytest.mark.parametrize("horizon", [-1.0, float("nan"), float("inf")])
+def test_bad_horizon_is_refused(horizon):
+    with pytest.raises(ForecastError, match="horizon_s"):
+        peak_hold([(0.0, demand(1, 1))], 0.0, horizon)
+
+
+def test_mixed_grids_are_refused():
+    other = Demand("m", Grid(inputs=(128,), outputs=(16,)), np.array([[1.0]]))
+    with pytest.raises(ForecastError, match="grid"):
+        peak_hold([(0.0, other), (15.0, demand(1, 1))], 15.0, 60.0)
