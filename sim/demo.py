@@ -100,6 +100,7 @@ class Stack:
     grpc_port: int = 0
     http_port: int = 0
     events: list[tuple[str, Event]] = field(default_factory=list)
+    serve_log: Path | None = None
     _stopped: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -183,7 +184,7 @@ class Stack:
         raise RuntimeError(f"gpumix serve did not answer /healthz in {timeout}s:\n{self.serve_tail()}")
 
     def serve_tail(self, n: int = 30) -> str:
-        path = getattr(self, "serve_log", None)
+        path = self.serve_log
         if path is None or not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
