@@ -20,8 +20,8 @@ def desired_replicas(value: float, target: float, current: int, tolerance: float
         raise ValueError(f"target must be > 0, got {target}")
     if not math.isfinite(value) or value < 0:
         value = 0.0
-    # Same float expression as the controller (abs(1 - ratio) <= tolerance), so edge cases agree with it.
-    if current > 0 and abs(1.0 - value / (target * current)) <= tolerance:
+    # The controller's own test (Tolerances.isWithin: 1 − tol ≤ ratio ≤ 1 + tol), so float edge cases agree.
+    if current > 0 and 1.0 - tolerance <= value / (target * current) <= 1.0 + tolerance:
         return current
     return math.ceil(value / target - 1e-12)
 
@@ -33,8 +33,8 @@ def metric_value(
     `current` (None: unknown, report desired·T)."""
     if desired < 0:
         raise ValueError(f"desired must be >= 0, got {desired}")
-    if current is None or current <= 0 or desired == current:
-        return float(desired * target), desired
+    if current is None or current <= 0 or desired == current or desired == 0:
+        return float(desired * target), desired  # 0 is always reachable: the ratio 0 is outside any band
     if desired > current:
         # ceil(v/T) = d needs v in ((d−1)T, dT]; leaving the dead band needs v > (1+tol)·c·T.
         land = max(desired, math.floor((1.0 + tolerance) * current) + 1)

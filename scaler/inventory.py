@@ -16,6 +16,7 @@ models:
     min_replicas: 0                  # AIBrix's model.aibrix.ai/min_replicas
     max_replicas: 8                  # the ScaledObject's maxReplicaCount
     scale_down_window_s: 300         # the HPA's scaleDown stabilizationWindowSeconds
+    tolerance: 0.1                   # the HPA's tolerance (or tolerance_up / tolerance_down)
     current_replicas: 1              # optional: when known without Prometheus
 ```
 """
@@ -31,6 +32,7 @@ import yaml
 
 DEFAULT_SCALE_DOWN_WINDOW_S = 300.0  # the HPA's default
 DEFAULT_MAX_REPLICAS = 100  # KEDA's default maxReplicaCount
+DEFAULT_TOLERANCE = 0.1  # the HPA controller's --horizontal-pod-autoscaler-tolerance default
 
 
 class InventoryError(ValueError):
@@ -50,6 +52,10 @@ class VariantInfo:
     min_replicas: int = 0
     max_replicas: int = DEFAULT_MAX_REPLICAS
     scale_down_window_s: float = DEFAULT_SCALE_DOWN_WINDOW_S
+    # The HPA's per-direction tolerance (behavior.scaleUp/scaleDown.tolerance, Kubernetes >= 1.33); the
+    # value reported to KEDA is chosen knowing it, so the HPA lands exactly on the recommendation.
+    tolerance_up: float = DEFAULT_TOLERANCE
+    tolerance_down: float = DEFAULT_TOLERANCE
     current_replicas: int | None = None
     ready_replicas: int | None = None
     scaled_object: str | None = None
@@ -133,7 +139,8 @@ def parse_inventory(data: Any, source: str = "inventory") -> Inventory:
 
 
 _INT_FIELDS = ("gpus_per_replica", "min_replicas", "max_replicas", "current_replicas", "ready_replicas")
-_KNOWN = {"name", "accelerator", "scale_down_window_s", "scaled_object", *_INT_FIELDS}
+_TOLERANCES = ("tolerance", "tolerance_up", "tolerance_down")
+_KNOWN = {"name", "accelerator", "scale_down_window_s", "scaled_object", *_TOLERANCES, *_INT_FIELDS}
 
 
 def _parse_variant(v: Mapping[str, Any], where: str, model: str, namespace: str, problems: list[str]) -> VariantInfo:
@@ -158,6 +165,16 @@ def _parse_variant(v: Mapping[str, Any], where: str, model: str, namespace: str,
     if isinstance(window, bool) or not isinstance(window, int | float) or window < 0:
         problems.append(f"{where}.scale_down_window_s: must be a non-negative number, got {window!r}")
         window = DEFAULT_SCALE_DOWN_WINDOW_S
+    tolerances: dict[str, float] = {}
+    for key in _TOLERANCES:
+        val = v.get(key)
+        if val is None:
+            continue
+        if isinstance(val, bool) or not isinstance(val, int | float) or not 0 <= val < 1:
+            problems.append(f"{where}.{key}: must be a number in [0, 1), got {val!r}")
+        else:
+            tolerances[key] = float(val)
+    both = tolerances.get("tolerance", DEFAULT_TOLERANCE)
     gpus = ints["gpus_per_replica"] if ints["gpus_per_replica"] is not None else 1
     if gpus < 1:
         problems.append(f"{where}.gpus_per_replica: must be >= 1")
@@ -178,6 +195,8 @@ def _parse_variant(v: Mapping[str, Any], where: str, model: str, namespace: str,
         min_replicas=lo,
         max_replicas=hi,
         scale_down_window_s=float(window),
+        tolerance_up=tolerances.get("tolerance_up", both),
+        tolerance_down=tolerances.get("tolerance_down", both),
         current_replicas=ints["current_replicas"],
         ready_replicas=ints["ready_replicas"],
         scaled_object=v.get("scaled_object"),

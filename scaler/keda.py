@@ -47,11 +47,15 @@ def metric_name(namespace: str, variant: str) -> str:
     return _UNSAFE.sub("-", f"gpumix-{namespace}-{variant}".lower()).strip("-")
 
 
-def report_value(desired: int, current: int | None, target: float) -> float:
-    """The one value that makes the HPA (AverageValue target, 10 % tolerance) land on `desired`."""
+def report_value(
+    desired: int, current: int | None, target: float, tolerance_up: float = 0.1, tolerance_down: float = 0.1
+) -> float:
+    """The one value that makes the HPA (AverageValue target, its tolerance in the direction of the move)
+    land on `desired`."""
     if desired <= 0:
         return 0.0  # scale-to-zero is KEDA's (IsActive false); the HPA itself stops at its minimum
-    value, _ = metric_value(desired, current, target)
+    tolerance = tolerance_up if current is None or desired >= current else tolerance_down
+    value, _ = metric_value(desired, current, target, tolerance)
     return max(0.0, value)
 
 
@@ -154,7 +158,7 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):  # type: ignore[misc]
                                  f"{self.config.stale_after_s:.0f} s): {view.reason}")
         except BadRequest as exc:
             await context.abort(exc.code, exc.message)
-        value = report_value(view.replicas, view.current, trig.target)
+        value = report_value(view.replicas, view.current, trig.target, view.tolerance_up, view.tolerance_down)
         # The int64 is only read by KEDA releases without metricValueFloat; ceil keeps it on the same count.
         return pb.GetMetricsResponse(metricValues=[
             pb.MetricValue(metricName=trig.metric, metricValue=math.ceil(value - 1e-9), metricValueFloat=value)

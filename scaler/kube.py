@@ -30,7 +30,14 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from scaler import logs
 from scaler.config import Config
-from scaler.inventory import DEFAULT_MAX_REPLICAS, DEFAULT_SCALE_DOWN_WINDOW_S, Inventory, ModelInfo, VariantInfo
+from scaler.inventory import (
+    DEFAULT_MAX_REPLICAS,
+    DEFAULT_SCALE_DOWN_WINDOW_S,
+    DEFAULT_TOLERANCE,
+    Inventory,
+    ModelInfo,
+    VariantInfo,
+)
 
 log = logs.get("gpumix.kube")
 
@@ -191,6 +198,20 @@ def _gpus(deployment: Obj) -> tuple[int, str | None]:
     return max(1, int(total)), mig
 
 
+def _tolerance(rules: Obj | None, where: str) -> float:
+    """`behavior.scaleUp|scaleDown.tolerance`: a Kubernetes quantity ("0", "0.05", "50m"); absent → 0.1."""
+    raw = (rules or {}).get("tolerance")
+    if raw is None:
+        return DEFAULT_TOLERANCE
+    text = str(raw).strip()
+    try:
+        value = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        log.warning("bad_tolerance", scaled_object=where, value=raw)
+        return DEFAULT_TOLERANCE
+    return value if 0 <= value < 1 else DEFAULT_TOLERANCE
+
+
 def build_inventory(deployments: list[Obj], scaled_objects: list[Obj], nodes: list[Obj]) -> Inventory:
     by_target = _scaled_object_for(scaled_objects)
     models: dict[tuple[str, str], list[VariantInfo]] = {}
@@ -213,6 +234,7 @@ def build_inventory(deployments: list[Obj], scaled_objects: list[Obj], nodes: li
             accelerator = f"{accelerator}/{mig}"
         so = by_target.get((namespace, name))
         max_replicas, window, so_name = DEFAULT_MAX_REPLICAS, DEFAULT_SCALE_DOWN_WINDOW_S, None
+        tolerance_up = tolerance_down = DEFAULT_TOLERANCE
         if so is not None:
             spec = so.get("spec") or {}
             so_name = (so.get("metadata") or {}).get("name")
@@ -221,10 +243,13 @@ def build_inventory(deployments: list[Obj], scaled_objects: list[Obj], nodes: li
                         .get("behavior") or {})
             window = float((behavior.get("scaleDown") or {}).get("stabilizationWindowSeconds",
                                                                   DEFAULT_SCALE_DOWN_WINDOW_S))
+            tolerance_up = _tolerance(behavior.get("scaleUp"), f"{namespace}/{so_name}")
+            tolerance_down = _tolerance(behavior.get("scaleDown"), f"{namespace}/{so_name}")
         status = d.get("status") or {}
         models.setdefault((namespace, model), []).append(VariantInfo(
             name=name, model=model, namespace=namespace, accelerator=accelerator, gpus_per_replica=gpus,
             min_replicas=min(min_replicas, max_replicas), max_replicas=max_replicas, scale_down_window_s=window,
+            tolerance_up=tolerance_up, tolerance_down=tolerance_down,
             current_replicas=int(status.get("replicas", 0) or 0),
             ready_replicas=int(status.get("readyReplicas", 0) or 0), scaled_object=so_name,
         ))

@@ -30,7 +30,7 @@ from optimizer.profile import Profile, common_grid
 from optimizer.program import Plan, Planner
 from scaler import logs
 from scaler.config import Config
-from scaler.inventory import Inventory, ModelInfo
+from scaler.inventory import DEFAULT_TOLERANCE, Inventory, ModelInfo
 from scaler.prometheus import Observation, Observer, StateLog, bucket_rates, estimate_demand
 from scaler.store import ProfileStatus, ProfileStore, StateStore
 
@@ -54,6 +54,8 @@ class VariantView:
     current: int | None = None
     held: int | None = None  # what the HPA keeps inside its scale-down window (from the published history)
     reason: str = ""
+    tolerance_up: float = DEFAULT_TOLERANCE  # the HPA's, from the ScaledObject: GetMetrics aims knowing it
+    tolerance_down: float = DEFAULT_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class ModelView:
     cost_per_hour: float | None = None
     coverage: float | None = None
     demand_source: str = ""
+    first_responder: str | None = None  # the variant woken when the idle model sees waiting requests
+
 
 
 @dataclass(frozen=True)
@@ -133,16 +137,39 @@ class Table:
         return self._changed
 
     def is_active(self, namespace: str, model: str, variant: str) -> bool:
-        """Should this variant have replicas? Never raises. Missing data keeps what is there."""
+        """Should this variant have replicas? Never raises. Missing data keeps what is there.
+
+        Waiting requests wake an idle model through one variant only, its first responder (cheapest per
+        req/s of capacity): KEDA scales every active variant from 0 to 1, and waking them all would leave
+        the dear ones running until the planner's next recommendation and KEDA's cooldown undo it."""
         snap = self.snapshot
-        if self.waiting.get((namespace, model), 0.0) > 0:
-            return True
         view = snap.variants.get((namespace, variant))
+        if view is not None and view.replicas is not None and view.replicas > 0:
+            return True
+        if self.waiting.get((namespace, model), 0.0) > 0:
+            siblings = [v for v in snap.variants.values() if v.namespace == namespace and v.model == model]
+            model_idle = all((v.replicas or 0) == 0 and (v.current or 0) == 0 for v in siblings)
+            responder = snap.models.get((namespace, model), ModelView(namespace, model)).first_responder
+            if model_idle and variant == (responder or variant):
+                return True
         if view is None:
             return False
         if view.replicas is not None:
             return view.replicas > 0
         return (view.current or 0) > 0
+
+
+def first_responder(model: ModelInfo, profiles: Mapping[Key, ProfileStatus]) -> str | None:
+    """The variant with a usable profile that costs least per req/s of its mean servable capacity."""
+    best: tuple[float, str] | None = None
+    for v in model.variants:
+        profile = profiles[(v.namespace, v.name)].profile
+        if profile is None or not (profile.capacity > 0).any():
+            continue
+        price = profile.cost_per_hour / float(profile.capacity[profile.capacity > 0].mean())
+        if best is None or price < best[0]:
+            best = (price, v.name)
+    return None if best is None else best[1]
 
 
 # ------------------------------------------------------------------------------------- the cycle
@@ -319,6 +346,7 @@ class Controller:
                 cost_per_hour=None if model_plan is None else model_plan.cost_per_hour,
                 coverage=None if model_plan is None else model_plan.coverage,
                 demand_source=source,
+                first_responder=first_responder(model, profiles),
             )
             for v in model.variants:
                 status = profiles[(v.namespace, v.name)]
@@ -334,6 +362,8 @@ class Controller:
                     current=currents.get((v.namespace, v.name)),
                     held=held.get(variant_key(v.namespace, v.name)),
                     reason=reasons.get(variant_key(v.namespace, v.name), ""),
+                    tolerance_up=v.tolerance_up,
+                    tolerance_down=v.tolerance_down,
                 )
         previous = self.table.snapshot.planned_at
         return Snapshot(variants, models, cycle_at=now, planned_at=now if plan is not None else previous)

@@ -12,7 +12,8 @@ from optimizer.stabilize import held_replicas, hysteresis
     "value, target, current, want",
     [
         (500, 100, 5, 5),  # ratio 1
-        (1090, 100, 10, 10),  # ratio 1.09: inside the tolerance, no change
+        (1100, 100, 10, 10),  # ratio 1.1 is inside the tolerance band: no change
+        (1090, 100, 10, 10),
         (1101, 100, 10, 12),  # just outside: ceil(11.01)
         (900, 100, 10, 10),  # ratio 0.9: inside
         (899, 100, 10, 9),
@@ -49,6 +50,7 @@ def test_metric_value_round_trips_for_every_small_pair() -> None:
     for current in range(0, 40):
         for desired in range(0, 60):
             value, landed = metric_value(desired, current, 1.0)
+            assert value >= 0
             assert desired_replicas(value, 1.0, current) == landed
             if desired > current:
                 assert landed >= desired  # never fewer than asked going up
