@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from optimizer.profile import resample
 from sim.engine import Completion, Fleet, Request
 from sim.fleet import FleetSpec
-from sim.policies import CYCLE_S, Policy, Trace, without_cold_start
+from sim.policies import CYCLE_S, Policy, Trace, fleet_grid, without_cold_start
 
 TAIL_S = 1800.0  # longest we follow requests after the last arrival
 
@@ -238,3 +239,33 @@ def _weights_from_policy(policy: Policy, fleet: Fleet) -> None:
     plan_loads = getattr(policy, "last_loads", None)
     if plan_loads:
         fleet.set_weights(plan_loads)
+
+
+def miss_causes(spec: FleetSpec, policy: Policy, result: Result) -> dict[str, int]:
+    """Why each request that missed the SLO missed it, first matching cause: dropped; its bucket has no
+    variant that meets the SLO (profiles); routed to a variant whose profile cannot serve its bucket; a pod
+    of the fleet was still cold-starting when it arrived (capacity ordered, not yet ready); otherwise the
+    ready capacity or its queueing (plan too small for the burst, or interference inside a replica)."""
+    profiles = spec.profiles()
+    grid = fleet_grid(profiles)
+    mu = {name: resample(p, grid).capacity for name, p in profiles.items()}
+    best = np.max(list(mu.values()), axis=0)
+    pods = list(policy.fleet._gone) + list(policy.fleet._replicas)
+    starting = sorted((p.created, p.ready_at if p.removed is None else min(p.ready_at, p.removed)) for p in pods
+                      if p.ready_at > p.created)
+    causes = {"dropped": 0, "unservable bucket": 0, "routing": 0, "cold start": 0, "capacity/queueing": 0}
+    for c in result.completions:
+        if meets_slo(c, spec):
+            continue
+        o, i = grid.index(c.prompt_tokens, c.output_tokens)
+        if c.dropped:
+            causes["dropped"] += 1
+        elif best[o, i] <= 0:
+            causes["unservable bucket"] += 1
+        elif c.variant in mu and mu[c.variant][o, i] <= 0:
+            causes["routing"] += 1
+        elif any(a <= c.arrival < b for a, b in starting):
+            causes["cold start"] += 1
+        else:
+            causes["capacity/queueing"] += 1
+    return causes
