@@ -10,6 +10,17 @@ import sys
 import structlog
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is at write time: a stream captured when logging was configured may be closed
+    (or replaced) by the time a later line is written."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: str = "info", fmt: str | None = None) -> None:
     fmt = fmt or os.environ.get("GPUMIX_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
     renderer: structlog.types.Processor = (
@@ -27,7 +38,7 @@ def configure(level: str = "info", fmt: str | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 
