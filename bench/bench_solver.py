@@ -193,11 +193,25 @@ def main() -> int:
             f"{a_med:.1f} | {a_med / pct(r.ms, 50):.1f}× | {lp_ratio:.3f} | "
             f"{cost_ratio:.3f}{f' ({worse} worse)' if worse else ''} |"
         )
-    lines += [
-        "",
-        "Goals (issue #2): under 10 ms median for 4 variants × 40 buckets, under 100 ms for 16 × 256; at least 2× "
-        "faster than AIBrix with equal or lower cost (AIBrix cost / gpumix cost ≥ 1).",
-    ]
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    by_shape = {(r.n_variants, r.buckets): r for r in rows}
+    small, large = by_shape.get((4, 40)), by_shape.get((16, 256))
+    speedups = [pct(r.aibrix_ms, 50) / pct(r.ms, 50) for r in rows if r.aibrix_ms]
+    never_worse = all(g <= a + 1e-6 for r in rows for a, g in zip(r.aibrix_cost, r.cost, strict=False) if a == a)
+    lines += ["", "Goals (issue #2):"]
+    if small:
+        lines.append(f"- under 10 ms median for 4 variants × 40 buckets: {pct(small.ms, 50):.1f} ms, "
+                     f"{verdict(pct(small.ms, 50) < 10)}. The time is HiGHS's fixed branch-and-bound overhead "
+                     "(one node, ~50 simplex iterations); cvxpy's parameterised re-solve adds ~5 ms.")
+    if large:
+        lines.append(f"- under 100 ms median for 16 × 256: {pct(large.ms, 50):.1f} ms, "
+                     f"{verdict(pct(large.ms, 50) < 100)}.")
+    if speedups:
+        lines.append(f"- at least 2× faster than AIBrix: {min(speedups):.1f}× to {max(speedups):.1f}× "
+                     f"(median {statistics.median(speedups):.1f}×), {verdict(min(speedups) >= 2)} for every shape.")
+    lines.append(f"- equal or lower cost than AIBrix on every demand: {verdict(never_worse)}.")
     text = "\n".join(lines)
     print(text)
     write_section("solver", text)
