@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("trace", help="Azure CSV (TIMESTAMP,ContextTokens,GeneratedTokens) or Mooncake JSONL")
     parser.add_argument("--fleet", default=None, help="fleet YAML (default: the bundled 4-accelerator fleet)")
     parser.add_argument("--policy", default="all",
-                        help="gpumix | hpa-queue | hpa-queue:<variant> | static-peak | oracle | all (default)")
+                        help="gpumix | gpumix-hold[:<seconds>] (plan for the peak demand of the last cold start) | "
+                             "hpa-queue | hpa-queue:<variant> | static-peak | oracle | all (default)")
     parser.add_argument("--speedup", type=float, default=1.0, help="compress trace time by this factor")
     parser.add_argument("--routing", default="least-outstanding",
                         choices=("least-outstanding", "round-robin", "plan-weighted"))
