@@ -15,14 +15,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from optimizer.errors import InputError
 from optimizer.profile import FloatArray, Grid
 
 
-class DemandError(ValueError):
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
-        self.source = source
-        self.problems = list(problems)
-        super().__init__(f"{source}: " + "; ".join(self.problems))
+class DemandError(InputError):
+    """A demand (file or estimate) that cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from optimizer.errors import InputError
+
 FORMAT = "gpumix.profile/v1"
 SLO_METRICS = ("ttft", "tpot", "e2e")
 PERCENTILES = {"mean": "mean", "50": "P50", "90": "P90", "99": "P99"}
@@ -31,13 +33,8 @@ SUSTAINED_SHARE = 0.9
 FloatArray = npt.NDArray[np.float64]
 
 
-class ProfileError(ValueError):
-    """A profile (or benchmark file) that cannot be used; lists every problem found, with its field."""
-
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
-        self.source = source
-        self.problems = list(problems)
-        super().__init__(f"{source}: " + "; ".join(self.problems))
+class ProfileError(InputError):
+    """A profile (or benchmark file) that cannot be used."""
 
 
 @dataclass(frozen=True)

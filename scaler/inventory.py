@@ -30,16 +30,15 @@ from typing import Any
 
 import yaml
 
+from optimizer.errors import InputError
+
 DEFAULT_SCALE_DOWN_WINDOW_S = 300.0  # the HPA's default
 DEFAULT_MAX_REPLICAS = 100  # KEDA's default maxReplicaCount
 DEFAULT_TOLERANCE = 0.1  # the HPA controller's --horizontal-pod-autoscaler-tolerance default
 
 
-class InventoryError(ValueError):
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
+class InventoryError(InputError):
+    """An inventory file that cannot be used."""
 
 
 @dataclass(frozen=True)

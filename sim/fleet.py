@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from optimizer.errors import InputError
 from optimizer.perfmodel import Calibration, PerfModel, PerfModelError, accelerator, perf_model
 from optimizer.profile import SLO, Profile, ProfileError, load_profile
 
@@ -39,11 +40,8 @@ DEFAULT_FLEET = FLEETS_DIR / "default.yaml"
 DEFAULT_COLD_START_S = 180.0
 
 
-class FleetError(ValueError):
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: " + "; ".join(problems))
+class FleetError(InputError):
+    """A fleet file that cannot be used."""
 
 
 @dataclass(frozen=True)
