@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from optimizer.decide import ModelState, Settings, VariantState, decide
@@ -70,6 +70,7 @@ class ModelView:
     coverage: float | None = None
     demand_source: str = ""
     first_responder: str | None = None  # the variant woken when the idle model sees waiting requests
+    idle: bool = True  # no variant recommended or running: waiting requests must wake the first responder
 
 
 
@@ -147,10 +148,8 @@ class Table:
         if view is not None and view.replicas is not None and view.replicas > 0:
             return True
         if self.waiting.get((namespace, model), 0.0) > 0:
-            siblings = [v for v in snap.variants.values() if v.namespace == namespace and v.model == model]
-            model_idle = all((v.replicas or 0) == 0 and (v.current or 0) == 0 for v in siblings)
-            responder = snap.models.get((namespace, model), ModelView(namespace, model)).first_responder
-            if model_idle and variant == (responder or variant):
+            mview = snap.models.get((namespace, model))
+            if mview is None or (mview.idle and variant == (mview.first_responder or variant)):
                 return True
         if view is None:
             return False
@@ -365,6 +364,10 @@ class Controller:
                     tolerance_up=v.tolerance_up,
                     tolerance_down=v.tolerance_down,
                 )
+        for (namespace, name), mview in models.items():  # idleness is per cycle: work it out once here
+            idle = all((v.replicas or 0) == 0 and (v.current or 0) == 0
+                       for v in variants.values() if v.namespace == namespace and v.model == name)
+            models[(namespace, name)] = replace(mview, idle=idle)
         previous = self.table.snapshot.planned_at
         return Snapshot(variants, models, cycle_at=now, planned_at=now if plan is not None else previous)
 

@@ -11,10 +11,11 @@ NS, MODEL = "llm", "m"
 
 def _table(recs: dict[str, int | None], current: dict[str, int], waiting: float) -> Table:
     table = Table()
+    idle = all((r or 0) == 0 for r in recs.values()) and not any(current.values())
     table.snapshot = Snapshot(
         variants={(NS, v): VariantView(NS, MODEL, v, "ok", replicas=r, current=current.get(v, 0))
                   for v, r in recs.items()},
-        models={(NS, MODEL): ModelView(NS, MODEL, first_responder="l4")},
+        models={(NS, MODEL): ModelView(NS, MODEL, first_responder="l4", idle=idle)},
     )
     table.waiting = {(NS, MODEL): waiting}
     return table
