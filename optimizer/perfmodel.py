@@ -75,10 +75,6 @@ class Accelerator:
     sm_share: float = 1.0
     memory_share: float = 1.0
 
-    @property
-    def is_mig(self) -> bool:
-        return self.parent is not None
-
 
 def _gpu(name: str, memory_gb: float, bandwidth: float, tflops: float, cost: float) -> Accelerator:
     return Accelerator(name, memory_gb, bandwidth, tflops, cost)
@@ -293,10 +289,6 @@ class PerfModel:
             return 0
         by_slo = int((tpot_slo - self.c) / slope) if slope > 0 else self.max_num_seqs
         return min(by_slo, self.knee(context_tokens))
-
-    def decode_throughput(self, batch: int, context_tokens: float) -> float:
-        """Tokens per second at a steady batch."""
-        return 0.0 if batch <= 0 else batch / self.tpot(batch, context_tokens)
 
     def scaled(self, decode: float = 1.0, prefill: float = 1.0) -> PerfModel:
         """The same shape at another scale: AutoFit's 'a few measured points fix the scale'."""

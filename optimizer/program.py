@@ -372,12 +372,3 @@ def make_model_plan(
 def model_arrays(problem: ModelProblem, utilization: float) -> _ModelArrays:
     """The numeric view the program solves over (shared with the greedy fallback)."""
     return _arrays(problem, utilization)
-
-
-def pool_limits(request: PlanRequest) -> tuple[FloatArray, FloatArray] | None:
-    return _pool_matrix(request, [_arrays(mp, request.utilization) for mp in request.models])
-
-
-def plan_once(request: PlanRequest) -> Plan:
-    """Convenience for one-off use (CLI); long-running callers keep a Planner."""
-    return Planner().plan(request)

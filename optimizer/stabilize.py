@@ -15,16 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """The count published for one variant, and when it was decided (seconds, caller's clock)."""
-
-    variant: str
-    replicas: int
-    at: float
 
 
 def held_replicas(history: Iterable[tuple[float, int]], now: float, window_s: float) -> int:
@@ -42,10 +32,6 @@ def held_replicas(history: Iterable[tuple[float, int]], now: float, window_s: fl
         elif t <= now:
             held = max(held, n)
     return max(held, in_force_at_start)
-
-
-def prune(history: Iterable[tuple[float, int]], now: float, keep_s: float) -> list[tuple[float, int]]:
-    return [(t, n) for t, n in history if t >= now - keep_s]
 
 
 def hysteresis(

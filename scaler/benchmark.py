@@ -39,7 +39,6 @@ from optimizer.profile import BenchmarkRow, parse_benchmark_row
 FORMAT = "gpumix.benchmark/v1"
 API_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 ARRIVALS = ("poisson", "constant")
-LATENCY_METRICS = ("TTFT", "TPOT", "E2E", "ITL")
 # Words that common BPE tokenizers (Llama, GPT) encode as one token each after a space; the calibration
 # request corrects whatever difference remains for the server's own tokenizer and chat template.
 _WORD_TEXT = (

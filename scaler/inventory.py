@@ -208,19 +208,3 @@ def load_inventory(path: str | Path) -> Inventory:
     except (OSError, yaml.YAMLError) as exc:
         raise InventoryError(str(path), [f"cannot read YAML: {exc}"]) from exc
     return parse_inventory(data, str(path))
-
-
-def to_yaml(inventory: Inventory) -> str:
-    doc: dict[str, Any] = {"pools": dict(inventory.pools)} if inventory.pools else {}
-    doc["models"] = [
-        {
-            "name": m.name,
-            "namespace": m.namespace,
-            "variants": [
-                {k: val for k, val in vars(v).items() if k not in ("model", "namespace") and val is not None}
-                for v in m.variants
-            ],
-        }
-        for m in inventory.models
-    ]
-    return yaml.safe_dump(doc, sort_keys=False)

@@ -68,7 +68,6 @@ class ModelView:
     data_age: float | None = None
     cost_per_hour: float | None = None
     coverage: float | None = None
-    demand_source: str = ""
     first_responder: str | None = None  # the variant woken when the idle model sees waiting requests
     idle: bool = True  # no variant recommended or running: waiting requests must wake the first responder
 
@@ -78,7 +77,6 @@ class ModelView:
 class Snapshot:
     variants: Mapping[Key, VariantView] = field(default_factory=dict)
     models: Mapping[Key, ModelView] = field(default_factory=dict)
-    cycle_at: float | None = None
     planned_at: float | None = None  # last cycle in which at least one model was planned from fresh data
 
 
@@ -265,7 +263,7 @@ class Controller:
             self.observer.observe(now), self.profiles.lookup(inventory), self.state.load()
         )
         model_states: list[ModelState] = []
-        info: dict[str, tuple[ModelInfo, Demand | None, str, float | None]] = {}
+        info: dict[str, tuple[ModelInfo, Demand | None, float | None]] = {}
         currents: dict[Key, int | None] = {}
         for model in inventory.models:
             variant_states = []
@@ -292,7 +290,7 @@ class Controller:
             mkey = variant_key(model.namespace, model.name)
             state_name = "ok" if demand is not None else "missing"
             self.problems.report(f"demand:{mkey}", state_name, level="warning", why=source)
-            info[mkey] = (model, demand, source, age)
+            info[mkey] = (model, demand, age)
             model_states.append(ModelState(mkey, demand, tuple(variant_states)))
 
         history = self.state.history()
@@ -327,13 +325,13 @@ class Controller:
                   recommendations={k: v for k, v in decision.recommendations.items()})
         return snapshot
 
-    def _snapshot(self, inventory: Inventory, info: Mapping[str, tuple[ModelInfo, Demand | None, str, float | None]],
+    def _snapshot(self, inventory: Inventory, info: Mapping[str, tuple[ModelInfo, Demand | None, float | None]],
                   profiles: Mapping[Key, ProfileStatus], currents: Mapping[Key, int | None],
                   reasons: Mapping[str, str], now: float, plan: Plan | None,
                   held: Mapping[str, int]) -> Snapshot:
         variants: dict[Key, VariantView] = {}
         models: dict[Key, ModelView] = {}
-        for mkey, (model, demand, source, age) in info.items():
+        for mkey, (model, demand, age) in info.items():
             model_plan = plan.models.get(mkey) if plan else None
             models[(model.namespace, model.name)] = ModelView(
                 namespace=model.namespace,
@@ -344,7 +342,6 @@ class Controller:
                 data_age=age,
                 cost_per_hour=None if model_plan is None else model_plan.cost_per_hour,
                 coverage=None if model_plan is None else model_plan.coverage,
-                demand_source=source,
                 first_responder=first_responder(model, profiles),
             )
             for v in model.variants:
@@ -369,7 +366,7 @@ class Controller:
                        for v in variants.values() if v.namespace == namespace and v.model == name)
             models[(namespace, name)] = replace(mview, idle=idle)
         previous = self.table.snapshot.planned_at
-        return Snapshot(variants, models, cycle_at=now, planned_at=now if plan is not None else previous)
+        return Snapshot(variants, models, planned_at=now if plan is not None else previous)
 
     # -- running
 

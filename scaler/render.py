@@ -28,7 +28,6 @@ TOLERANCE_MIN_VERSION = (1, 34)
 POLLING_INTERVAL_S = 15  # gpumix's default control interval; the HPA also syncs every 15 s
 FALLBACK_FAILURE_THRESHOLD = 3
 # The HPA accepts a scaling policy period of at most 30 minutes and a window of at most one hour.
-MAX_POLICY_PERIOD_S = 1800
 MAX_WINDOW_S = 3600
 
 LABEL_MODEL = "gpumix.io/model"

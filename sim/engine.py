@@ -40,7 +40,7 @@ import heapq
 import itertools
 import random
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from optimizer.perfmodel import PerfModel
@@ -148,9 +148,6 @@ class Replica:
     @property
     def outstanding(self) -> int:
         return len(self.running) + len(self.admitting) + len(self.waiting)
-
-    def can_hold(self, seq: _Seq) -> bool:
-        return seq.prompt + seq.output <= self.perf.kv_capacity_tokens
 
     def tokens_now(self, seq: _Seq, now: float) -> int:
         if self.phase == "decode" and seq in self.running and self.seg_step > 0:
@@ -616,16 +613,3 @@ class Fleet:
             self._push(t + n * step, _WAKE, r.version, r)
         else:
             r.phase = "idle"
-
-
-def replay_requests(
-    fleet: Fleet, arrivals: Iterable[tuple[float, int, int]], until: float | None = None
-) -> list[Completion]:
-    """Submit (time, prompt, output) arrivals in order and run to the end (or `until`)."""
-    done: list[Completion] = []
-    last = fleet.now
-    for t, p, o in arrivals:
-        fleet.submit(Request(p, o), t)
-        last = t
-    done.extend(fleet.advance(until if until is not None else last))
-    return done

@@ -385,7 +385,6 @@ class ScaledObjectEmulator:
         self.events: list[Event] = []
         self.last_metric: float | None = None  # last value the HPA saw (after fallback)
         self.last_target: float | None = None
-        self.last_hpa: HPAResult | None = None
         self.listeners: list[Callable[[Event], None]] = []
 
     # -- time ------------------------------------------------------------------------------------------------
@@ -480,7 +479,7 @@ class ScaledObjectEmulator:
 
     def _sync(self, now: float, current: int) -> int:
         if current == 0:
-            self.last_hpa = self.hpa.sync(now, current, [], [])
+            self.hpa.sync(now, current, [], [])
             return current
         read = self._read()
         values = read.values
@@ -504,7 +503,6 @@ class ScaledObjectEmulator:
         self.last_metric = next((v for v in values if v is not None), None)
         self.last_target = targets[0] if targets else None
         result = self.hpa.sync(now, current, values, targets)
-        self.last_hpa = result
         self._record(Event(now, "hpa", current, result.desired,
                            f"value={self.last_metric} target={self.last_target} proposal={result.proposal} "
                            f"{result.reason}"))

@@ -19,7 +19,6 @@ would (arrivals so far, the fleet's snapshot) except `oracle`, which knows the f
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -398,5 +397,3 @@ def without_cold_start(spec: FleetSpec) -> FleetSpec:
     return replace(spec, variants=tuple(replace(v, cold_start_s=0.0) for v in spec.variants))
 
 
-def policy_names(policies: Sequence[Policy]) -> list[str]:
-    return [p.name for p in policies]

@@ -1,22 +1,19 @@
 """Real Redis and Prometheus servers on loopback, each in its own temporary directory, for the demo and
 the integration tests. Nothing is faked: these are the Debian `redis-server` and `prometheus` binaries.
 
-    with local_redis() as redis_url, local_prometheus([f"127.0.0.1:{port}"]) as prom:
-        ...   # prom.url, prom.reload(targets)
+    redis = start_redis(workdir)                       # redis.url, redis.stop()
+    prom = start_prometheus(workdir, ["127.0.0.1:9400"])  # prom.url, prom.reload(targets), prom.stop()
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,30 +154,3 @@ def start_prometheus(
 
     _wait(ready, "prometheus", proc, log)
     return PrometheusServer(url, port, proc, config, scrape_interval)
-
-
-@contextlib.contextmanager
-def local_redis() -> Iterator[RedisServer]:
-    with tempfile.TemporaryDirectory(prefix="gpumix-redis-") as d:
-        server = start_redis(Path(d))
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-@contextlib.contextmanager
-def local_prometheus(
-    targets: Sequence[str] = (), *, scrape_interval: str = "1s", jobs: dict[str, Sequence[str]] | None = None
-) -> Iterator[PrometheusServer]:
-    with tempfile.TemporaryDirectory(prefix="gpumix-prom-") as d:
-        server = start_prometheus(Path(d), targets, scrape_interval=scrape_interval, jobs=jobs)
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-def environment_ok() -> list[str]:
-    """Missing binaries, for a clear message up front."""
-    return [b for b in ("redis-server", "prometheus") if not (shutil.which(b) or os.path.exists(f"/usr/bin/{b}"))]

@@ -10,7 +10,6 @@ import pytest
 from sim.services import PrometheusServer, RedisServer, start_prometheus, start_redis
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
 DATA = REPO / "data"
 
 
