@@ -63,6 +63,5 @@ def greedy(request: PlanRequest) -> Plan:
                 load[g, b] += take
                 spare[g] -= take / arr.mu[g, b]
                 left -= take
-        busy = np.where(arr.mu > 0, load / np.where(arr.mu > 0, arr.mu, 1.0), 0.0).sum(axis=1)
-        models[mp.demand.model] = make_model_plan(mp, arr.names, replicas, load, busy, arr)
+        models[mp.demand.model] = make_model_plan(mp, arr, replicas, load)
     return Plan(models, "greedy", "greedy", 0.0)

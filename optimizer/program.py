@@ -126,33 +126,38 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class _ModelArrays:
-    """Numeric inputs of one model, on its demand's grid, flattened bucket-wise."""
+class ModelArrays:
+    """Numeric inputs of one model, on its demand's grid, flattened bucket-wise (shared with the greedy
+    fallback)."""
 
     names: tuple[str, ...]
     lam: FloatArray  # (B,)
     mu: FloatArray  # (V, B)
+    inv_mu: FloatArray  # (V, B): 1/μ where servable, 0 where not (replica-equivalents per req/s)
     cost: FloatArray  # (V,) $/h
     lo: FloatArray
     hi: FloatArray
     prev: FloatArray
     gpus: FloatArray
 
+    def busy(self, load: FloatArray) -> FloatArray:
+        """Replica-equivalents of work per variant for a load split (V, B): Σ_b z/μ."""
+        return np.asarray((load * self.inv_mu).sum(axis=1), dtype=np.float64)
 
-def _arrays(problem: ModelProblem, utilization: float) -> _ModelArrays:
+
+def model_arrays(problem: ModelProblem, utilization: float) -> ModelArrays:
     grid = problem.demand.grid
     lam = problem.demand.rates.ravel()
     mu = np.vstack([resample(v.profile, grid).capacity.ravel() for v in problem.variants])
+    inv_mu = np.where(mu > 0, 1.0 / np.where(mu > 0, mu, 1.0), 0.0)
     lo = np.array([float(v.lower_bound) for v in problem.variants])
-    hi = np.empty(len(problem.variants))
-    for k, v in enumerate(problem.variants):
-        servable = mu[k] > 0
-        need = math.ceil(float(np.sum(lam[servable] / mu[k, servable])) / utilization) if servable.any() else 0
-        hi[k] = max(lo[k], min(v.max_replicas, need))
-    return _ModelArrays(
+    need = np.ceil(inv_mu @ lam / utilization)  # replicas that carry every servable bucket
+    hi = np.maximum(lo, np.minimum([float(v.max_replicas) for v in problem.variants], need))
+    return ModelArrays(
         names=tuple(v.name for v in problem.variants),
         lam=lam,
         mu=mu,
+        inv_mu=inv_mu,
         cost=np.array([v.profile.cost_per_hour for v in problem.variants]),
         lo=lo,
         hi=hi,
@@ -256,7 +261,7 @@ class Planner:
     def plan(self, request: PlanRequest) -> Plan:
         validate(request)
         started = time.perf_counter()
-        arrays = [_arrays(mp, request.utilization) for mp in request.models]
+        arrays = [model_arrays(mp, request.utilization) for mp in request.models]
         pools = _pool_matrix(request, arrays)
         try:
             outcome = self._solve(request, arrays, pools)
@@ -277,7 +282,7 @@ class Planner:
     def _solve(
         self,
         request: PlanRequest,
-        arrays: Sequence[_ModelArrays],
+        arrays: Sequence[ModelArrays],
         pools: tuple[FloatArray, FloatArray] | None,
     ) -> list[tuple[FloatArray, FloatArray]] | str:
         """The solution per model, or why there is none."""
@@ -292,7 +297,7 @@ class Planner:
         for a, p in zip(arrays, compiled.params, strict=True):
             servable = a.mu > 0
             p["lam"].value = a.lam
-            p["inv_mu"].value = np.where(servable, 1.0 / np.where(servable, a.mu, 1.0), 0.0)
+            p["inv_mu"].value = a.inv_mu
             p["zcap"].value = np.where(servable, a.lam[None, :], 0.0)
             p["cost"].value = a.cost / scale
             p["churn"].value = request.churn * a.cost / scale
@@ -300,7 +305,7 @@ class Planner:
             p["lo"].value = a.lo
             p["hi"].value = a.hi
             p["penalty"].value = np.full(a.lam.size, UNSERVED_PENALTY)
-            p["placement"].value = PLACEMENT_WEIGHT * (a.cost / scale)[:, None] * p["inv_mu"].value
+            p["placement"].value = PLACEMENT_WEIGHT * (a.cost / scale)[:, None] * a.inv_mu
         if pools is not None:
             assert compiled.pool_gpus is not None and compiled.pool_cap is not None
             compiled.pool_gpus.value, compiled.pool_cap.value = pools
@@ -319,7 +324,7 @@ class Planner:
         return out
 
 
-def _pool_matrix(request: PlanRequest, arrays: Sequence[_ModelArrays]) -> tuple[FloatArray, FloatArray] | None:
+def _pool_matrix(request: PlanRequest, arrays: Sequence[ModelArrays]) -> tuple[FloatArray, FloatArray] | None:
     """Rows: pools with a capacity; columns: every variant of every model in order; entries: GPUs per
     replica. A pool never gets less than its variants' lower bounds need: replicas the HPA holds or that
     min_replicas demands exist whatever the plan says, so the bound, not the pool, wins."""
@@ -336,39 +341,24 @@ def _pool_matrix(request: PlanRequest, arrays: Sequence[_ModelArrays]) -> tuple[
     return gpus, cap
 
 
-def _model_plan(mp: ModelProblem, arr: _ModelArrays, y: FloatArray, z: FloatArray) -> ModelPlan:
+def _model_plan(mp: ModelProblem, arr: ModelArrays, y: FloatArray, z: FloatArray) -> ModelPlan:
     replicas = np.clip(np.rint(y), arr.lo, arr.hi).astype(int)
-    z = np.where(arr.mu > 0, np.clip(z, 0.0, None), 0.0)
-    busy = np.where(arr.mu > 0, z / np.where(arr.mu > 0, arr.mu, 1.0), 0.0).sum(axis=1)
-    return make_model_plan(mp, arr.names, replicas, z, busy, arr)
+    return make_model_plan(mp, arr, replicas, np.where(arr.mu > 0, np.clip(z, 0.0, None), 0.0))
 
 
-def make_model_plan(
-    mp: ModelProblem,
-    names: Sequence[str],
-    replicas: Sequence[int] | np.ndarray,
-    load: FloatArray,
-    busy: FloatArray,
-    arr: _ModelArrays | None = None,
-) -> ModelPlan:
-    grid = mp.demand.grid
-    lam = mp.demand.rates.ravel()
-    mu = arr.mu if arr is not None else np.vstack([resample(v.profile, grid).capacity.ravel() for v in mp.variants])
-    unservable = float(lam[~(mu > 0).any(axis=0)].sum()) if mu.size else float(lam.sum())
-    served = float(min(load.sum(), lam.sum()))
+def make_model_plan(mp: ModelProblem, arr: ModelArrays, replicas: Sequence[int] | np.ndarray,
+                    load: FloatArray) -> ModelPlan:
+    """The plan of one model from its replica counts and load split (V, B)."""
+    busy = arr.busy(load)
+    names = arr.names
     return ModelPlan(
         model=mp.demand.model,
         replicas={n: int(r) for n, r in zip(names, replicas, strict=True)},
-        load={n: load[k].reshape(grid.shape) for k, n in enumerate(names)},
+        load={n: load[k].reshape(mp.demand.grid.shape) for k, n in enumerate(names)},
         busy={n: float(busy[k]) for k, n in enumerate(names)},
         cost_per_hour=float(sum(int(r) * v.profile.cost_per_hour for r, v in zip(replicas, mp.variants, strict=True))),
-        demand_rps=float(lam.sum()),
-        served_rps=served,
-        unservable_rps=unservable,
+        demand_rps=float(arr.lam.sum()),
+        served_rps=float(min(load.sum(), arr.lam.sum())),
+        unservable_rps=float(arr.lam[~(arr.mu > 0).any(axis=0)].sum()),
         floors={v.name: v.min_replicas for v in mp.variants},
     )
-
-
-def model_arrays(problem: ModelProblem, utilization: float) -> _ModelArrays:
-    """The numeric view the program solves over (shared with the greedy fallback)."""
-    return _arrays(problem, utilization)
