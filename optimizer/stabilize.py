@@ -34,6 +34,15 @@ def held_replicas(history: Iterable[tuple[float, int]], now: float, window_s: fl
     return max(held, in_force_at_start)
 
 
+def prune(history: Iterable[tuple[float, int]], now: float, keep_s: float) -> list[tuple[float, int]]:
+    """The history `held_replicas` needs for windows up to `keep_s`: every entry newer than the cutoff, and
+    the one in force at the cutoff (the last before it), which a window opening there still counts."""
+    ordered = sorted(history)
+    cutoff = now - keep_s
+    older = [entry for entry in ordered if entry[0] <= cutoff]
+    return older[-1:] + [entry for entry in ordered if entry[0] > cutoff]
+
+
 def hysteresis(
     planned: Mapping[str, int],
     busy: Mapping[str, float],

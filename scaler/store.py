@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from optimizer.profile import Profile, ProfileError, parse_profile
+from optimizer.stabilize import prune
 from scaler import logs
 from scaler.inventory import Inventory
 from scaler.prometheus import StateLog
@@ -239,7 +240,7 @@ class StateStore:
 
     def record(self, name: str, replicas: int, now: float, fresh: bool, keep_s: float) -> None:
         state = self.variants.setdefault(name, VariantState([]))
-        state.history = [(t, n) for t, n in state.history if t >= now - keep_s] + [(now, replicas)]
+        state.history = [*prune(state.history, now, keep_s), (now, replicas)]
         state.replicas = replicas
         if fresh:
             state.at = now

@@ -29,6 +29,7 @@ from optimizer.demand import Demand, from_trace
 from optimizer.forecast import peak_hold
 from optimizer.profile import Grid, Profile, common_grid, resample
 from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
+from optimizer.stabilize import prune
 from sim.engine import Fleet
 from sim.fleet import FleetSpec
 from sim.hpa_emulator import (
@@ -268,11 +269,8 @@ class Gpumix(Policy):
             if mp is not None:  # for plan-weighted routing
                 self.last_loads = {name: float(load.sum()) for name, load in mp.load.items()}
         for name, n in decision.recommendations.items():
-            hist = self.history.setdefault(name, [])
-            hist.append((now, n))
-            keep = self.spec.variant(name).scale_down_window_s + 2 * CYCLE_S
-            while hist and hist[0][0] < now - keep:
-                hist.pop(0)
+            keep = self.spec.variant(name).scale_down_window_s
+            self.history[name] = [*prune(self.history.get(name, ()), now, keep), (now, n)]
         self.recommendations = dict(decision.recommendations)
         return self.recommendations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from optimizer.hpa import desired_replicas, metric_value
-from optimizer.stabilize import held_replicas, hysteresis
+from optimizer.stabilize import held_replicas, hysteresis, prune
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,19 @@ def test_held_replicas(history: list[tuple[float, int]], now: float, window: flo
 def test_hysteresis(planned: dict[str, int], busy: dict[str, float], previous: dict[str, int],
                     want: dict[str, int]) -> None:
     assert hysteresis(planned, busy, previous, utilization=0.8, margin=0.1) == want
+
+
+@pytest.mark.parametrize(
+    "history, now, keep, want",
+    [
+        ([], 100, 60, []),
+        ([(0, 5), (30, 2), (70, 3)], 100, 60, [(30, 2), (70, 3)]),  # (30, 2) was in force at 40
+        ([(0, 5), (10, 2)], 100, 60, [(10, 2)]),  # the last one stays: it is still in force
+        ([(50, 1), (0, 5)], 100, 60, [(0, 5), (50, 1)]),  # order does not matter
+    ],
+)
+def test_prune_keeps_what_held_replicas_needs(history: list[tuple[float, int]], now: float, keep: float,
+                                              want: list[tuple[float, int]]) -> None:
+    assert prune(history, now, keep) == want
+    for window in (0, 20, 45, 60):
+        assert held_replicas(prune(history, now, keep), now, window) == held_replicas(history, now, window)
