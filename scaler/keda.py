@@ -21,10 +21,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from optimizer.hpa import metric_value
 from scaler import logs, protogen
 from scaler.config import Config
 from scaler.loop import Table, VariantView
+from scaler.metric import legacy_int, metric_name, report_value
 
 protogen.ensure()
 from proto import externalscaler_pb2 as pb  # noqa: E402  (generated just above when missing or stale)
@@ -38,25 +38,7 @@ OPTIONAL_KEYS = ("namespace", "target")
 # Keys KEDA itself may put in the trigger metadata (address, TLS switches): accepted and ignored.
 KEDA_KEYS = ("scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsClientCert", "tlsClientKey", "tlsCertFile")
 KNOWN_KEYS = frozenset(REQUIRED_KEYS + OPTIONAL_KEYS + KEDA_KEYS)
-_UNSAFE = re.compile(r"[^a-z0-9-]+")
 _PREFIX = re.compile(r"^s\d+-")
-
-
-def metric_name(namespace: str, variant: str) -> str:
-    """`gpumix-<namespace>-<variant>`, lower-case and path-safe (it ends up in an external metrics URL)."""
-    return _UNSAFE.sub("-", f"gpumix-{namespace}-{variant}".lower()).strip("-")
-
-
-def report_value(
-    desired: int, current: int | None, target: float, tolerance_up: float = 0.1, tolerance_down: float = 0.1
-) -> float:
-    """The one value that makes the HPA (AverageValue target, its tolerance in the direction of the move)
-    land on `desired`."""
-    if desired <= 0:
-        return 0.0  # scale-to-zero is KEDA's (IsActive false); the HPA itself stops at its minimum
-    tolerance = tolerance_up if current is None or desired >= current else tolerance_down
-    value, _ = metric_value(desired, current, target, tolerance)
-    return max(0.0, value)
 
 
 class BadRequest(Exception):
@@ -159,9 +141,8 @@ class ExternalScaler(pb_grpc.ExternalScalerServicer):  # type: ignore[misc]
         except BadRequest as exc:
             await context.abort(exc.code, exc.message)
         value = report_value(view.replicas, view.current, trig.target, view.tolerance_up, view.tolerance_down)
-        # The int64 is only read by KEDA releases without metricValueFloat; ceil keeps it on the same count.
         return pb.GetMetricsResponse(metricValues=[
-            pb.MetricValue(metricName=trig.metric, metricValue=math.ceil(value - 1e-9), metricValueFloat=value)
+            pb.MetricValue(metricName=trig.metric, metricValue=legacy_int(value), metricValueFloat=value)
         ])
 
     async def IsActive(self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> pb.IsActiveResponse:

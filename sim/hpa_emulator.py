@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from optimizer.hpa import DEFAULT_TOLERANCE, desired_replicas, metric_value
+from optimizer.hpa import DEFAULT_TOLERANCE, desired_replicas
+from scaler.metric import legacy_int, metric_name, report_value
 
 HPA_SYNC_PERIOD_S = 15.0  # kube-controller-manager --horizontal-pod-autoscaler-sync-period
 KEDA_POLLING_INTERVAL_S = 30.0
@@ -660,7 +661,7 @@ def parse_scaled_object(manifest: Any, source: str = "ScaledObject", *,
 
 class RecommendationScaler:
     """An in-process external scaler answering like `gpumix serve` does: one metric per variant whose value
-    lands the HPA on the recommended count (`optimizer.hpa.metric_value`), active while the recommendation is
+    lands the HPA on the recommended count (`scaler.metric`, the service's own), active while the recommendation is
     above zero, UNAVAILABLE while there is none. Replay uses it in place of the gRPC channel."""
 
     def __init__(self, recommend: Callable[[ScaledObjectRef], int | None],
@@ -673,8 +674,7 @@ class RecommendationScaler:
 
     @staticmethod
     def metric_name(ref: ScaledObjectRef) -> str:
-        variant = ref.scaler_metadata.get("variant", ref.name)
-        return f"gpumix-{ref.namespace}-{variant}".lower()
+        return metric_name(ref.namespace, ref.scaler_metadata.get("variant", ref.name))
 
     def get_metric_spec(self, ref: ScaledObjectRef) -> list[MetricSpec]:
         return [MetricSpec(self.metric_name(ref), max(1, round(self.target)), self.target)]
@@ -685,8 +685,8 @@ class RecommendationScaler:
         desired = self.recommend(ref)
         if desired is None:
             raise ScalerCallError("UNAVAILABLE", f"no recommendation for {ref.namespace}/{ref.name}")
-        value, _ = metric_value(desired, self.current(ref), self.target, self.tolerance)
-        return [MetricValue(metric_name, round(value), value)]
+        value = report_value(desired, self.current(ref), self.target, self.tolerance, self.tolerance)
+        return [MetricValue(metric_name, legacy_int(value), value)]
 
     def is_active(self, ref: ScaledObjectRef) -> bool:
         desired = self.recommend(ref)

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from optimizer.profile import Grid
-from scaler import keda
+from scaler import keda, metric
 from scaler.config import Config, ConfigError, load
 from scaler.loop import Snapshot, Table, VariantView
 from scaler.prometheus import CYCLE_QUERIES, ModelFacts, Observer, estimate_demand, parse_results
@@ -273,6 +273,6 @@ async def test_health_and_reflection() -> None:
 
 
 def test_metric_name_is_path_safe() -> None:
-    assert keda.metric_name("LLM", "DeepSeek_Coder.7b/V100") == "gpumix-llm-deepseek-coder-7b-v100"
-    assert keda.report_value(0, 3, 1.0) == 0.0
-    assert keda.report_value(11, 10, 1.0) >= 11.0 * 1.0  # leaves the HPA's 10 % dead band
+    assert metric.metric_name("LLM", "DeepSeek_Coder.7b/V100") == "gpumix-llm-deepseek-coder-7b-v100"
+    assert metric.report_value(0, 3, 1.0) == 0.0
+    assert metric.report_value(11, 10, 1.0) >= 11.0 * 1.0  # leaves the HPA's 10 % dead band
