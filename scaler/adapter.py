@@ -17,7 +17,7 @@ from aiohttp import web
 
 from scaler import logs
 from scaler.config import Config
-from scaler.loop import Histogram, Table, is_fresh
+from scaler.loop import Histogram, Table, VariantView, is_fresh
 
 log = logs.get("gpumix.adapter")
 
@@ -69,18 +69,16 @@ def render_metrics(table: Table, now: float) -> str:
     out = Exposition()
     out.family("gpumix_up", "gauge", "1 while the service runs")
     out.sample("gpumix_up", 1)
-    out.family("gpumix_desired_replicas", "gauge", "published recommendation per variant")
-    for v in snap.variants.values():
-        if v.replicas is not None:
-            out.sample("gpumix_desired_replicas", v.replicas, namespace=v.namespace, model=v.model, variant=v.variant)
-    out.family("gpumix_current_replicas", "gauge", "replicas the variant runs, as last observed")
-    for v in snap.variants.values():
-        if v.current is not None:
-            out.sample("gpumix_current_replicas", v.current, namespace=v.namespace, model=v.model, variant=v.variant)
-    out.family("gpumix_held_replicas", "gauge", "replicas the HPA holds inside its scale-down window")
-    for v in snap.variants.values():
-        if v.held is not None:
-            out.sample("gpumix_held_replicas", v.held, namespace=v.namespace, model=v.model, variant=v.variant)
+    per_variant: Iterable[tuple[str, str, Callable[[VariantView], int | None]]] = (
+        ("gpumix_desired_replicas", "published recommendation per variant", lambda v: v.replicas),
+        ("gpumix_current_replicas", "replicas the variant runs, as last observed", lambda v: v.current),
+        ("gpumix_held_replicas", "replicas the HPA holds inside its scale-down window", lambda v: v.held),
+    )
+    for name, help_text, replicas in per_variant:
+        out.family(name, "gauge", help_text)
+        for v in snap.variants.values():
+            if (count := replicas(v)) is not None:
+                out.sample(name, count, namespace=v.namespace, model=v.model, variant=v.variant)
     out.family("gpumix_profile_status", "gauge", "1 for the variant's current profile status (ok|missing|invalid)")
     for v in snap.variants.values():
         for status in ("ok", "missing", "invalid"):

@@ -114,6 +114,9 @@ class ProfileStore:
         self.directory = DirectoryProfiles(directory) if directory else None
         self.redis = redis_client
         self._redis_cache: dict[str, bytes | None] = {}  # last good answers, used while Redis is down
+        # Parsed profiles by key with the bytes they came from: a profile with its raw rows is hundreds of KB
+        # of JSON, the same every cycle, so it is parsed again only when its value changes.
+        self._parsed: dict[str, tuple[bytes, Profile | str]] = {}
         self.state = StateLog()
 
     async def _fetch(self, keys: list[str]) -> dict[str, bytes | None]:
@@ -139,6 +142,21 @@ class ProfileStore:
                 out[(v.namespace, v.name)] = self._resolve(m.name, v.name, fetched, by_key, invalid)
         return out
 
+    def _parse_redis(self, key: str, raw: bytes, model: str) -> Profile | str:
+        """The profile stored under `key`, or what is wrong with it."""
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        parsed: Profile | str
+        try:
+            parsed = parse_profile(json.loads(raw), f"redis {key}", model=model)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            parsed = f"redis {key}: not JSON: {exc}"
+        except ProfileError as exc:
+            parsed = str(exc)
+        self._parsed[key] = (raw, parsed)
+        return parsed
+
     def _resolve(
         self,
         model: str,
@@ -152,13 +170,9 @@ class ProfileStore:
             raw = fetched.get(key)
             if raw is None:
                 continue
-            try:
-                profile = parse_profile(json.loads(raw), f"redis {key}", model=model)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                problems.append(f"redis {key}: not JSON: {exc}")
-                continue
-            except ProfileError as exc:
-                problems.append(str(exc))
+            profile = self._parse_redis(key, raw, model)
+            if isinstance(profile, str):
+                problems.append(profile)
                 continue
             if profile.variant != variant or profile.model != model:
                 problems.append(f"redis {key}: names {profile.model}/{profile.variant}, not {model}/{variant}")
