@@ -23,9 +23,10 @@ from bench.report import write_section
 from optimizer.profile import load_profile
 from scaler.config import Config
 from scaler.inventory import Inventory, ModelInfo, VariantInfo
-from scaler.loop import Controller, StaticInventory, Table
+from scaler.loop import Controller, StaticInventory
 from scaler.prometheus import Observer
 from scaler.store import ProfileStore, StateStore
+from scaler.table import Table
 from sim.services import start_prometheus
 from tests.service.exporter import FleetExporter
 

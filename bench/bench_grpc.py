@@ -30,9 +30,10 @@ N_OBJECTS = 1000
 def _serve(port_queue: mp.Queue, stop: mp.Event, bare: bool = False) -> None:  # type: ignore[type-arg]
     """The real servicer, or (bare) the same proto answered by a handler that returns one prebuilt response:
     the floor grpc.aio and protobuf set on this machine, measured the same way."""
+    from optimizer.ids import VariantId
     from scaler import keda
     from scaler.config import Config
-    from scaler.loop import Snapshot, Table, VariantView
+    from scaler.table import Published, Table, VariantView
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
@@ -40,9 +41,10 @@ def _serve(port_queue: mp.Queue, stop: mp.Event, bare: bool = False) -> None:  #
     async def main() -> None:
         table = Table()
         now = time.time()
-        views = {("llm", f"v{i}"): VariantView("llm", f"m{i // 4}", f"v{i}", "ok", replicas=1 + i % 7,
-                                              decided_at=now + 3600, current=1 + i % 5) for i in range(N_OBJECTS)}
-        table.publish(Snapshot(variants=views))
+        views = {VariantId("llm", f"v{i}"): VariantView(VariantId("llm", f"v{i}"), f"m{i // 4}", "ok",
+                                                        recommendation=1 + i % 7, decided_at=now + 3600,
+                                                        current=1 + i % 5) for i in range(N_OBJECTS)}
+        table.publish(Published(variants=views))
         if bare:
             pb, pb_grpc = keda.pb, keda.pb_grpc
             canned = pb.GetMetricsResponse(metricValues=[pb.MetricValue(metricName="x", metricValue=1,

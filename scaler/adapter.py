@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
+from optimizer.ids import VariantId
 from scaler import logs
+from scaler.answer import is_fresh
 from scaler.config import Config
-from scaler.loop import Histogram, Table, VariantView, is_fresh
+from scaler.table import Table, VariantView
+from scaler.telemetry import Histogram
 
 log = logs.get("gpumix.adapter")
 
@@ -65,12 +68,12 @@ class Exposition:
 
 
 def render_metrics(table: Table, now: float) -> str:
-    snap = table.snapshot
+    snap = table.published
     out = Exposition()
     out.family("gpumix_up", "gauge", "1 while the service runs")
     out.sample("gpumix_up", 1)
     per_variant: Iterable[tuple[str, str, Callable[[VariantView], int | None]]] = (
-        ("gpumix_desired_replicas", "published recommendation per variant", lambda v: v.replicas),
+        ("gpumix_desired_replicas", "published recommendation per variant", lambda v: v.recommendation),
         ("gpumix_current_replicas", "replicas the variant runs, as last observed", lambda v: v.current),
         ("gpumix_held_replicas", "replicas the HPA holds inside its scale-down window", lambda v: v.held),
     )
@@ -98,7 +101,7 @@ def render_metrics(table: Table, now: float) -> str:
                 out.sample(name, value, model=m.model)
     out.family("gpumix_waiting_requests", "gauge", "requests waiting in vLLM queues (fast path)")
     for m in snap.models.values():
-        out.sample("gpumix_waiting_requests", table.waiting.get((m.namespace, m.model), m.waiting), model=m.model)
+        out.sample("gpumix_waiting_requests", table.waiting.get(m.id, 0.0), model=m.model)
     out.family("gpumix_demand_bucket_rps", "gauge", "estimated demand per (input, output) length bucket")
     for m in snap.models.values():
         for input_tokens, output_tokens, rps in m.buckets:
@@ -125,7 +128,7 @@ def make_app(table: Table, config: Config, clock: Callable[[], float] = time.tim
 
     async def deployment(request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["deployment"]
-        view = table.snapshot.variants.get((namespace, name))
+        view = table.published.variants.get(VariantId(namespace, name))
         if view is None:
             return web.Response(status=404, text=f"deployment {namespace}/{name} is not known to gpumix\n")
         if view.profile_status != "ok":
@@ -133,11 +136,11 @@ def make_app(table: Table, config: Config, clock: Callable[[], float] = time.tim
                                                  f"({view.profile_status}): gpumix does not scale it\n")
         if not is_fresh(view, clock(), config.stale_after_s):
             return web.Response(status=503, text=f"no fresh recommendation for {namespace}/{name}\n")
-        assert view.replicas is not None
+        assert view.recommendation is not None
         body = (
             "# HELP vllm:deployment_replicas replicas gpumix recommends for this deployment\n"
             "# TYPE vllm:deployment_replicas gauge\n"
-            f'vllm:deployment_replicas{{model_name="{_escape(view.model)}"}} {view.replicas}\n'
+            f'vllm:deployment_replicas{{model_name="{_escape(view.model)}"}} {view.recommendation}\n'
         )
         return web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -145,7 +148,7 @@ def make_app(table: Table, config: Config, clock: Callable[[], float] = time.tim
         return web.Response(text="ok\n")
 
     async def readyz(request: web.Request) -> web.Response:
-        planned = table.snapshot.planned_at
+        planned = table.published.planned_at
         if planned is None:
             return web.Response(status=503, text="not ready: no plan yet\n")
         age = clock() - planned

@@ -45,8 +45,11 @@ _COMMON_QUERIES: dict[str, str] = {
     ),
     "replicas": "max by (namespace, deployment) (kube_deployment_status_replicas)",
     "ready_replicas": "max by (namespace, deployment) (kube_deployment_status_replicas_ready)",
-    # Newest sample time per model: how old the data behind this cycle is.
-    "freshness": "max by ({namespace}, {model}) (timestamp(vllm:num_requests_waiting))",
+    # Newest sample time per variant: how old the data behind this cycle is.
+    "freshness": "max by ({namespace}, {model}, {variant}) (timestamp(vllm:num_requests_waiting))",
+    # Samples per pod in the rate window, the least-covered pod per variant: a rate() over a window that is not
+    # yet covered (Prometheus restarted without its data, a new pod) under-counts, so it must not lower anything.
+    "coverage": "min by ({namespace}, {model}, {variant}) (count_over_time(vllm:num_requests_waiting[{window}]))",
 }
 DEFAULT_QUERIES: dict[str, dict[str, str]] = {
     "v1": {**_COMMON_QUERIES, "kv_cache": "avg by ({namespace}, {model}, {variant}) (vllm:kv_cache_usage_perc)"},
@@ -77,7 +80,9 @@ class Config:
     stale_after: float = 0.0  # 0: four intervals (at least 60 s)
     fast_interval: float = 2.0  # how often waiting requests are checked for scale-from-zero
     drain_time: float = 60.0  # seconds in which the queue should be drained: adds waiting/drain_time req/s
+    forecast_horizon: float = 0.0  # > 0: plan for the peak demand of this many seconds (cold start lead time)
     rate_window: str = "1m"
+    scrape_interval: float = 15.0  # Prometheus' scrape interval for the vLLM pods (how many samples a window holds)
     prometheus_timeout: float = 5.0
     max_sample_age: float = 60.0
     metrics: str = "v1"  # default PromQL set: vLLM V1 or V0 metric names
@@ -96,6 +101,10 @@ class Config:
     log_level: str = "info"
 
     @property
+    def rate_window_s(self) -> float:
+        return duration_s(self.rate_window)
+
+    @property
     def stale_after_s(self) -> float:
         return self.stale_after if self.stale_after > 0 else max(60.0, 4 * self.interval)
 
@@ -107,6 +116,15 @@ class Config:
             .replace("{variant}", self.variant_label)
             .replace("{namespace}", self.namespace_label)
         )
+
+
+def duration_s(text: str) -> float:
+    """A Prometheus duration such as `90s`, `1m` or `500ms` in seconds (the forms `rate_window` accepts)."""
+    match = _WINDOW.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    unit = match.group(1)
+    return float(text[: -len(unit)]) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -223,10 +241,12 @@ def validate(c: Config) -> list[str]:
             problems.append(f"{port}: must be 0..65535 (0 picks a free port), got {value}")
     if c.grpc_port == c.http_port and c.grpc_port != 0:
         problems.append(f"grpc_port and http_port: both {c.grpc_port}")
-    for name in ("interval", "fast_interval", "drain_time", "prometheus_timeout", "max_sample_age",
+    for name in ("interval", "fast_interval", "drain_time", "prometheus_timeout", "max_sample_age", "scrape_interval",
                  "target", "solver_time_limit"):
         if getattr(c, name) <= 0:
             problems.append(f"{name}: must be > 0, got {getattr(c, name)}")
+    if not (math.isfinite(c.forecast_horizon) and c.forecast_horizon >= 0):
+        problems.append(f"forecast_horizon: must be >= 0 seconds (0: off), got {c.forecast_horizon}")
     if c.stale_after < 0:
         problems.append(f"stale_after: must be >= 0 (0: four intervals), got {c.stale_after}")
     elif 0 < c.stale_after < c.interval:

@@ -1,17 +1,14 @@
 """KEDA's ExternalScaler over grpc.aio, plus grpc.health.v1 and reflection, optionally TLS / mutual TLS.
 
-Handlers only read the Table (scaler/loop.py): no I/O, no waiting for a cycle. Errors follow KEDA's
-failure accounting (see shared reference): INVALID_ARGUMENT names the bad metadata key, NOT_FOUND for a
-model/variant the service does not know or cannot plan (no profile), UNAVAILABLE when the recommendation
-is missing or older than `stale_after` (KEDA's fallback counts it). IsActive never fails.
+Handlers only read the Table (scaler/table.py): no I/O, no waiting for a cycle. What they answer is decided
+by scaler/answer.py (pure, shared with the replay): INVALID_ARGUMENT names the bad metadata keys, NOT_FOUND
+for a model/variant the service does not know or cannot plan (no profile), UNAVAILABLE when the
+recommendation is missing or older than `stale_after` (KEDA's fallback counts it). IsActive never fails.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,9 +19,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from scaler import logs, protogen
+from scaler.answer import Answer, Code, Trigger, TriggerError, is_active, metric_spec, metric_value, parse_trigger
 from scaler.config import Config
-from scaler.loop import Table, VariantView
-from scaler.metric import legacy_int, metric_name, report_value
+from scaler.metric import legacy_int, legacy_target
+from scaler.table import Table
 
 protogen.ensure()
 from proto import externalscaler_pb2 as pb  # noqa: E402  (generated just above when missing or stale)
@@ -33,146 +31,96 @@ from proto import externalscaler_pb2_grpc as pb_grpc  # noqa: E402
 log = logs.get("gpumix.keda")
 
 SERVICE = "externalscaler.ExternalScaler"
-REQUIRED_KEYS = ("model", "variant")
-OPTIONAL_KEYS = ("namespace", "target")
-# Keys KEDA itself may put in the trigger metadata (address, TLS switches): accepted and ignored.
-KEDA_KEYS = ("scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsClientCert", "tlsClientKey", "tlsCertFile")
-KNOWN_KEYS = frozenset(REQUIRED_KEYS + OPTIONAL_KEYS + KEDA_KEYS)
-_PREFIX = re.compile(r"^s\d+-")
-
-
-class BadRequest(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class Trigger:
-    namespace: str
-    model: str
-    variant: str
-    target: float
-
-    @property
-    def metric(self) -> str:
-        return metric_name(self.namespace, self.variant)
+_STATUS = {
+    Code.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Code.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
 
 
 class ExternalScaler(pb_grpc.ExternalScalerServicer):  # type: ignore[misc]
+    """Maps scaler/answer.py's answers onto gRPC: every decision about what to answer lives there."""
+
     def __init__(self, table: Table, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.table = table
         self.config = config
         self.clock = clock
         self.open_streams = 0
+        self.stopping = asyncio.Event()
 
-    # -- request → trigger
+    def _trigger(self, ref: pb.ScaledObjectRef) -> Trigger | Answer:
+        try:
+            return parse_trigger(dict(ref.scalerMetadata), ref.namespace, self.config.target)
+        except TriggerError as exc:
+            return Answer(Code.INVALID_ARGUMENT, str(exc))
 
-    def trigger(self, ref: pb.ScaledObjectRef) -> Trigger:
-        meta = dict(ref.scalerMetadata)
-        unknown = sorted(k for k in meta if k not in KNOWN_KEYS)
-        if unknown:
-            raise BadRequest(grpc.StatusCode.INVALID_ARGUMENT,
-                             f"unknown trigger metadata key {unknown[0]!r} (known: model, variant, namespace, target)")
-        for key in REQUIRED_KEYS:
-            if not meta.get(key, "").strip():
-                raise BadRequest(grpc.StatusCode.INVALID_ARGUMENT, f"trigger metadata key {key!r} is required")
-        namespace = meta.get("namespace", "").strip() or ref.namespace
-        if not namespace:
-            raise BadRequest(grpc.StatusCode.INVALID_ARGUMENT,
-                             "trigger metadata key 'namespace' is required when the ScaledObject has none")
-        target = self.config.target
-        if "target" in meta:
-            try:
-                target = float(meta["target"])
-            except ValueError:
-                target = math.nan
-            if not math.isfinite(target) or target <= 0:
-                raise BadRequest(grpc.StatusCode.INVALID_ARGUMENT,
-                                 f"trigger metadata key 'target' must be a positive number, got {meta['target']!r}")
-        return Trigger(namespace, meta["model"].strip(), meta["variant"].strip(), target)
-
-    def view(self, trig: Trigger) -> VariantView:
-        snap = self.table.snapshot
-        view = snap.variants.get((trig.namespace, trig.variant))
-        if view is None or view.model != trig.model:
-            known_model = any(m.model == trig.model and m.namespace == trig.namespace for m in snap.models.values())
-            what = (f"variant {trig.variant!r} of model {trig.model!r}" if known_model
-                    else f"model {trig.model!r}")
-            raise BadRequest(grpc.StatusCode.NOT_FOUND, f"{what} is not known in namespace {trig.namespace!r}")
-        if view.profile_status != "ok":
-            raise BadRequest(grpc.StatusCode.NOT_FOUND,
-                             f"variant {trig.variant!r} has no usable profile ({view.profile_status}): "
-                             f"gpumix does not scale it. {view.profile_detail}")
-        return view
-
-    # -- rpcs
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, answer: Answer) -> None:
+        await context.abort(_STATUS[answer.code], answer.message)
 
     async def GetMetricSpec(
         self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext
     ) -> pb.GetMetricSpecResponse:
-        try:
-            trig = self.trigger(request)
-            self.view(trig)
-        except BadRequest as exc:
-            await context.abort(exc.code, exc.message)
-        spec = pb.MetricSpec(metricName=trig.metric, targetSize=max(1, round(trig.target)), targetSizeFloat=trig.target)
+        trig = self._trigger(request)
+        answer = trig if isinstance(trig, Answer) else metric_spec(trig, self.table.published)
+        if not answer.ok or isinstance(trig, Answer):
+            await self._abort(context, answer)
+            raise AssertionError("unreachable: abort raises")
+        spec = pb.MetricSpec(metricName=trig.metric, targetSize=legacy_target(trig.target),
+                             targetSizeFloat=trig.target)
         return pb.GetMetricSpecResponse(metricSpecs=[spec])
 
     async def GetMetrics(
         self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetMetricsResponse:
-        try:
-            trig = self.trigger(request.scaledObjectRef)
-            asked = _PREFIX.sub("", request.metricName.lower())
-            if request.metricName and asked != trig.metric:
-                raise BadRequest(grpc.StatusCode.INVALID_ARGUMENT,
-                                 f"metricName {request.metricName!r} is not this trigger's metric {trig.metric!r}")
-            view = self.view(trig)
-            if view.replicas is None or view.decided_at is None:
-                raise BadRequest(grpc.StatusCode.UNAVAILABLE,
-                                 f"no recommendation yet for {trig.variant!r}: {view.reason or 'waiting for data'}")
-            age = self.clock() - view.decided_at
-            if age > self.config.stale_after_s:
-                raise BadRequest(grpc.StatusCode.UNAVAILABLE,
-                                 f"recommendation for {trig.variant!r} is {age:.0f} s old (stale_after "
-                                 f"{self.config.stale_after_s:.0f} s): {view.reason}")
-        except BadRequest as exc:
-            await context.abort(exc.code, exc.message)
-        value = report_value(view.replicas, view.current, trig.target, view.tolerance_up, view.tolerance_down)
+        trig = self._trigger(request.scaledObjectRef)
+        answer = trig if isinstance(trig, Answer) else metric_value(
+            trig, self.table.published, self.clock(), self.config.stale_after_s, request.metricName)
+        if not answer.ok or isinstance(trig, Answer):
+            await self._abort(context, answer)
+            raise AssertionError("unreachable: abort raises")
         return pb.GetMetricsResponse(metricValues=[
-            pb.MetricValue(metricName=trig.metric, metricValue=legacy_int(value), metricValueFloat=value)
+            pb.MetricValue(metricName=trig.metric, metricValue=legacy_int(answer.value),
+                           metricValueFloat=answer.value)
         ])
 
     async def IsActive(self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> pb.IsActiveResponse:
         return pb.IsActiveResponse(result=self._active(request))
 
     def _active(self, request: pb.ScaledObjectRef) -> bool:
-        try:
-            trig = self.trigger(request)
-        except BadRequest:
+        trig = self._trigger(request)
+        if isinstance(trig, Answer):
             return False  # IsActive never errors: KEDA would discard the poll's metrics
-        return self.table.is_active(trig.namespace, trig.model, trig.variant)
+        return is_active(trig, self.table.published, self.table.waiting)
 
     async def StreamIsActive(self, request: pb.ScaledObjectRef,
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.IsActiveResponse]:
         """Pushes `true` whenever the variant becomes active (KEDA ignores `false`, so only the initial
         state and transitions are sent). Wakes on every Table change; a heartbeat re-sends the state so
-        proxies do not time the stream out. Ends cleanly when the client goes away (task cancelled)."""
+        proxies do not time the stream out.
+
+        On shutdown the stream ends cleanly (status OK) instead of being cancelled: KEDA resets its
+        reconnect backoff (2 s doubling to 60 s) only after a clean end of stream (kedacore/keda
+        pkg/scalers/external_scaler.go, runStreamIsActive), so a cancelled stream after each restart would
+        leave scale-from-zero waiting up to a minute."""
         self.open_streams += 1
         try:
             last: bool | None = None
             heartbeat = max(30.0, self.config.interval * 2)
             since = time.monotonic()
-            while True:
+            while not self.stopping.is_set():
                 changed = self.table.changed()
                 active = self._active(request)
                 if active != last or time.monotonic() - since >= heartbeat:
                     yield pb.IsActiveResponse(result=active)
                     last, since = active, time.monotonic()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=heartbeat)
+                stop = asyncio.ensure_future(self.stopping.wait())
+                wake = asyncio.ensure_future(changed.wait())
+                try:
+                    await asyncio.wait((stop, wake), timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+                    wake.cancel()
         finally:
             self.open_streams -= 1
 
@@ -196,6 +144,8 @@ class GrpcServer:
 
     async def stop(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
+        self.scaler.stopping.set()  # push streams end with OK before the server goes
+        await asyncio.sleep(0)
         await self.server.stop(grace)
 
 

@@ -37,3 +37,8 @@ def legacy_int(value: float) -> int:
     """The deprecated int64 field, for KEDA releases without the float one: ceil keeps the HPA on the same
     count (rounding could land one below)."""
     return math.ceil(value - 1e-9)
+
+
+def legacy_target(target: float) -> int:
+    """The deprecated int64 targetSize, for KEDA releases without targetSizeFloat (< 2.17)."""
+    return max(1, round(target))

@@ -25,8 +25,10 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from optimizer.demand import Demand, from_buckets, from_histograms
-from optimizer.profile import Grid
+from optimizer.cycle import ModelSeries, VariantSeries
+from optimizer.demand import Demand
+from optimizer.estimate import LengthFacts
+from optimizer.ids import VariantId
 from scaler import logs
 from scaler.config import Config
 
@@ -40,24 +42,54 @@ REQUIRED = ("completions", "waiting")
 CYCLE_QUERIES = (
     "completions", "waiting", "running", "prompt_histogram", "generation_histogram", "prompt_tokens",
     "generation_tokens", "ttft_p99", "tpot_p99", "gpu_util", "replicas", "ready_replicas", "freshness",
-    "kv_cache",
+    "coverage", "kv_cache",
 )
 
 
 @dataclass
+class VariantFacts:
+    completions_rps: float | None = None
+    waiting: float | None = None
+    running: float | None = None
+    newest_sample: float | None = None
+    invalid_samples: int = 0
+    samples_in_window: float | None = None  # the least-covered pod's sample count over the rate window
+
+
+@dataclass
 class ModelFacts:
-    completions_rps: float = 0.0
-    completions_by_variant: dict[str, float] = field(default_factory=dict)
-    waiting: float = 0.0
-    running: float = 0.0
+    variants: dict[str, VariantFacts] = field(default_factory=dict)
     prompt_histogram: list[tuple[float, float]] = field(default_factory=list)
     generation_histogram: list[tuple[float, float]] = field(default_factory=list)
     prompt_tokens_rps: float | None = None
     generation_tokens_rps: float | None = None
     ttft_p99: float | None = None
     tpot_p99: float | None = None
-    newest_sample: float | None = None  # unix time of the freshest sample
     seen: set[str] = field(default_factory=set)  # which queries had series for this model
+
+    def variant(self, name: str) -> VariantFacts:
+        return self.variants.setdefault(name, VariantFacts())
+
+    @property
+    def completions_rps(self) -> float:
+        return sum(v.completions_rps or 0.0 for v in self.variants.values())
+
+    @property
+    def waiting(self) -> float:
+        return sum(v.waiting or 0.0 for v in self.variants.values())
+
+    def series(self, namespace: str, window_s: float, scrape_interval_s: float) -> ModelSeries:
+        """The cycle core's view: per variant, what was reported and how much of the rate window it covers."""
+        variants = {}
+        for name, f in self.variants.items():
+            coverage = None
+            if f.samples_in_window is not None and window_s > 0:
+                coverage = min(1.0, f.samples_in_window * scrape_interval_s / window_s)
+            variants[VariantId(namespace, name)] = VariantSeries(
+                f.completions_rps, f.waiting, f.running, f.newest_sample, f.invalid_samples, coverage)
+        lengths = LengthFacts(tuple(self.prompt_histogram), tuple(self.generation_histogram),
+                              self.prompt_tokens_rps, self.generation_tokens_rps)
+        return ModelSeries(variants, lengths)
 
 
 @dataclass
@@ -199,24 +231,33 @@ def parse_results(
         out = []
         for sample in results.get(name, []):
             value = _finite_value(sample)
+            labels = sample.get("metric", {})
             if value is None:
                 obs.invalid_samples += 1
                 on_error("invalid_sample")
+                if c.variant_label in labels and c.model_label in labels:
+                    variant(labels).invalid_samples += 1
                 continue
-            out.append((sample.get("metric", {}), value))
+            out.append((labels, value))
         return out
 
-    for labels, v in samples("completions"):
-        f = facts(labels)
-        f.completions_rps += v
-        variant = labels.get(c.variant_label, "")
-        f.completions_by_variant[variant] = f.completions_by_variant.get(variant, 0.0) + v
-        f.seen.add("completions")
-    for name, attr in (("waiting", "waiting"), ("running", "running")):
+    def variant(labels: Mapping[str, str]) -> VariantFacts:
+        return facts(labels).variant(labels.get(c.variant_label, ""))
+
+    for name in ("completions", "waiting", "running", "freshness", "coverage"):
         for labels, v in samples(name):
-            f = facts(labels)
-            setattr(f, attr, getattr(f, attr) + v)
-            f.seen.add(name)
+            f = variant(labels)
+            if name == "completions":
+                f.completions_rps = (f.completions_rps or 0.0) + v
+            elif name == "waiting":
+                f.waiting = (f.waiting or 0.0) + v
+            elif name == "running":
+                f.running = (f.running or 0.0) + v
+            elif name == "freshness":
+                f.newest_sample = max(f.newest_sample or 0.0, v)
+            else:
+                f.samples_in_window = v if f.samples_in_window is None else min(f.samples_in_window, v)
+            facts(labels).seen.add(name)
     for name, attr in (("prompt_histogram", "prompt_histogram"), ("generation_histogram", "generation_histogram")):
         for labels, v in samples(name):
             le = labels.get("le")
@@ -230,9 +271,6 @@ def parse_results(
             attr = f"{name}_rps" if name.endswith("tokens") else name
             setattr(f, attr, v)
             f.seen.add(name)
-    for labels, v in samples("freshness"):
-        f = facts(labels)
-        f.newest_sample = max(f.newest_sample or 0.0, v)
     for name, target in (("replicas", obs.replicas), ("ready_replicas", obs.ready_replicas)):
         for labels, v in samples(name):
             target[(labels.get("namespace", ""), labels.get("deployment", ""))] = round(v)  # type: ignore[index]
@@ -241,57 +279,6 @@ def parse_results(
     for labels, v in samples("kv_cache"):
         obs.kv_cache[(labels.get(c.namespace_label, ""), labels.get(c.variant_label, ""))] = v
     return obs
-
-
-# ------------------------------------------------------------------------------------------ demand
-
-
-@dataclass(frozen=True)
-class Estimate:
-    demand: Demand
-    source: str  # "histograms", "token_rates" or "no_lengths"
-    crosscheck: float | None  # histogram mean prompt length / token-rate mean prompt length
-
-
-def histogram_mean(cumulative: Sequence[tuple[float, float]]) -> float | None:
-    """Mean length from cumulative `le` buckets, each bin at its midpoint (the +Inf bin at its lower edge)."""
-    bins = sorted(cumulative)
-    total, weighted, prev_le, prev_count = 0.0, 0.0, 0.0, 0.0
-    for le, count in bins:
-        mass = count - prev_count
-        if mass > 0:
-            point = prev_le if not math.isfinite(le) else (prev_le + le) / 2
-            weighted += mass * point
-            total += mass
-        if math.isfinite(le):
-            prev_le = le
-        prev_count = max(prev_count, count)
-    return weighted / total if total > 0 else None
-
-
-def _has_mass(hist: Sequence[tuple[float, float]]) -> bool:
-    return any(count > 0 for _, count in hist)
-
-
-def estimate_demand(key: str, facts: ModelFacts, grid: Grid, drain_time: float) -> Estimate:
-    """DESIGN step 2: completions plus the queue to drain, spread over the grid by the length histograms;
-    token rates give the lengths when histograms are missing, and cross-check them when both exist."""
-    total = facts.completions_rps + facts.waiting / drain_time
-    token_shape: tuple[float, float] | None = None
-    if facts.completions_rps > 0 and facts.prompt_tokens_rps is not None and facts.generation_tokens_rps is not None:
-        token_shape = (facts.prompt_tokens_rps / facts.completions_rps,
-                       facts.generation_tokens_rps / facts.completions_rps)
-    if _has_mass(facts.prompt_histogram) and _has_mass(facts.generation_histogram):
-        demand = from_histograms(key, grid, facts.prompt_histogram, facts.generation_histogram, total)
-        crosscheck = None
-        hist_mean = histogram_mean(facts.prompt_histogram)
-        if token_shape is not None and hist_mean is not None and token_shape[0] > 0:
-            crosscheck = hist_mean / token_shape[0]
-        return Estimate(demand, "histograms", crosscheck)
-    if token_shape is not None:
-        return Estimate(from_buckets(key, grid, [(token_shape[0], token_shape[1], total)]), "token_rates", None)
-    # No lengths at all: the longest bucket, the conservative side.
-    return Estimate(from_histograms(key, grid, [], [], total), "no_lengths", None)
 
 
 def bucket_rates(demand: Demand) -> list[tuple[int, int, float]]:

@@ -26,8 +26,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from optimizer.ids import VariantId
 from optimizer.profile import Profile, ProfileError, parse_profile
-from optimizer.stabilize import prune
 from scaler import logs
 from scaler.inventory import Inventory
 from scaler.prometheus import StateLog
@@ -130,16 +130,16 @@ class ProfileStore:
             self.state.report("redis:profiles", "unreachable", error=str(exc))
         return self._redis_cache
 
-    async def lookup(self, inventory: Inventory) -> dict[tuple[str, str], ProfileStatus]:
+    async def lookup(self, inventory: Inventory) -> dict[VariantId, ProfileStatus]:
         """Profile status for every (namespace, variant) of the inventory."""
         wanted = [(m.name, v.name) for m in inventory.models for v in m.variants]
         keys = [k for model, variant in wanted for k in (our_key(model, variant), aibrix_key(model, variant))]
         fetched = await self._fetch(keys)
         by_key, invalid = self.directory.scan() if self.directory else ({}, {})
-        out: dict[tuple[str, str], ProfileStatus] = {}
+        out: dict[VariantId, ProfileStatus] = {}
         for m in inventory.models:
             for v in m.variants:
-                out[(v.namespace, v.name)] = self._resolve(m.name, v.name, fetched, by_key, invalid)
+                out[VariantId(v.namespace, v.name)] = self._resolve(m.name, v.name, fetched, by_key, invalid)
         return out
 
     def _parse_redis(self, key: str, raw: bytes, model: str) -> Profile | str:
@@ -197,27 +197,29 @@ class ProfileStore:
 
 
 @dataclass
-class VariantState:
+class StoredVariant:
     history: list[tuple[float, int]]  # (unix time, published recommendation)
-    replicas: int | None = None
-    at: float | None = None  # when `replicas` was decided from fresh data
+    recommendation: int | None = None
+    at: float | None = None  # when `recommendation` was decided from fresh data
 
     def to_json(self) -> str:
-        return json.dumps({"history": [[t, n] for t, n in self.history], "replicas": self.replicas, "at": self.at})
+        # "replicas" is the stored key since 0.1: kept so state written by older versions reads back.
+        return json.dumps({"history": [[t, n] for t, n in self.history], "replicas": self.recommendation,
+                           "at": self.at})
 
     @staticmethod
-    def from_json(raw: bytes | str) -> VariantState:
+    def from_json(raw: bytes | str) -> StoredVariant:
         data: Any = json.loads(raw)
         history = [(float(t), int(n)) for t, n in data.get("history", [])]
         replicas = data.get("replicas")
         at = data.get("at")
-        return VariantState(history, None if replicas is None else int(replicas), None if at is None else float(at))
+        return StoredVariant(history, None if replicas is None else int(replicas), None if at is None else float(at))
 
 
 class StateStore:
     def __init__(self, redis_client: aioredis.Redis | None) -> None:
         self.redis = redis_client
-        self.variants: dict[str, VariantState] = {}
+        self.variants: dict[VariantId, StoredVariant] = {}
         self.loaded = redis_client is None  # nothing to read when in memory only
         self.state = StateLog()
 
@@ -234,32 +236,35 @@ class StateStore:
         for key, value in raw.items():
             name = key.decode() if isinstance(key, bytes) else str(key)
             try:
-                restored = VariantState.from_json(value)
+                vid = VariantId.parse(name)
+                restored = StoredVariant.from_json(value)
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("state_unreadable", variant=name, error=str(exc))
                 continue
-            mine = self.variants.get(name)
+            mine = self.variants.get(vid)
             if mine is not None:  # decided while Redis was unreachable: keep both
                 restored.history = sorted({*restored.history, *mine.history})
                 if mine.at is not None and (restored.at is None or mine.at > restored.at):
-                    restored.replicas, restored.at = mine.replicas, mine.at
-            self.variants[name] = restored
+                    restored.recommendation, restored.at = mine.recommendation, mine.at
+            self.variants[vid] = restored
         self.loaded = True
         self.state.report("redis:state", "ok")
         log.info("state_restored", variants=len(raw))
         return True
 
-    def history(self) -> dict[str, list[tuple[float, int]]]:
+    def history(self) -> dict[VariantId, list[tuple[float, int]]]:
         return {k: list(v.history) for k, v in self.variants.items()}
 
-    def record(self, name: str, replicas: int, now: float, fresh: bool, keep_s: float) -> None:
-        state = self.variants.setdefault(name, VariantState([]))
-        state.history = [*prune(state.history, now, keep_s), (now, replicas)]
-        state.replicas = replicas
-        if fresh:
-            state.at = now
+    def put(self, vid: VariantId, history: list[tuple[float, int]], decided_at: float | None) -> None:
+        """What the cycle core decided for one variant: its new history, and the decision time when it came
+        from fresh data (otherwise the old one stays, and ages towards UNAVAILABLE)."""
+        state = self.variants.setdefault(vid, StoredVariant([]))
+        state.history = list(history)
+        state.recommendation = history[-1][1] if history else None
+        if decided_at is not None:
+            state.at = decided_at
 
-    async def save(self, names: Iterable[str] | None = None) -> bool:
+    async def save(self, names: Iterable[VariantId] | None = None) -> bool:
         if self.redis is None:
             return True
         if not await self.load():
@@ -268,7 +273,7 @@ class StateStore:
         if not chosen:
             return True
         try:
-            await _bounded(self.redis.hset(STATE_KEY, mapping={k: v.to_json() for k, v in chosen.items()}))
+            await _bounded(self.redis.hset(STATE_KEY, mapping={str(k): v.to_json() for k, v in chosen.items()}))
         except (RedisError, OSError) as exc:
             self.state.report("redis:state", "unreachable", error=str(exc))
             return False

@@ -18,31 +18,39 @@ would (arrivals so far, the fleet's snapshot) except `oracle`, which knows the f
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from optimizer.decide import ModelState, Settings, VariantState, decide
+from optimizer.decide import ModelState, VariantState, decide
 from optimizer.demand import Demand, from_trace
-from optimizer.forecast import peak_hold
+from optimizer.ids import VariantId
 from optimizer.profile import Grid, Profile, common_grid, resample
 from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
-from optimizer.stabilize import prune
-from sim.engine import Fleet
+from scaler.config import Config
+from scaler.inventory import Inventory, ModelInfo, VariantInfo
+from scaler.loop import Controller, StaticInventory, cycle_settings
+from scaler.store import ProfileStatus, StateStore
+from scaler.table import Table
+from sim.engine import Completion, Fleet
+from sim.exposition import fleet_samples
 from sim.fleet import FleetSpec
 from sim.hpa_emulator import (
     DEFAULT_SCALE_UP,
     Behavior,
     MetricSpec,
     MetricValue,
-    RecommendationScaler,
     ScaledObjectEmulator,
     ScaledObjectRef,
     ScaledObjectSpec,
     ScalingRules,
 )
+from sim.inprocess import InProcessScaler
+from sim.promsim import TSDB, SimObserver, SimPrometheus
+from sim.realtime import PodStats
 
 CYCLE_S = 15.0  # gpumix's control interval (and the HPA's sync period)
 DEMAND_WINDOW_S = 60.0
@@ -120,6 +128,9 @@ class Policy:
     def attach(self, fleet: Fleet, trace: Trace) -> None:
         self.fleet = fleet
         self.trace = trace
+
+    def completed(self, completions: list[Completion]) -> None:
+        """The requests that finished during the step (before `step`): what the pods' counters record."""
 
     def step(self, now: float) -> None:
         """Called every CYCLE_S; may change replica counts on the fleet."""
@@ -227,107 +238,130 @@ class HpaQueue(Policy):
             self.fleet.set_replicas(self.variant, n, now)
 
 
+def fleet_inventory(spec: FleetSpec) -> Inventory:
+    """The inventory `gpumix serve` would be given for this fleet (one model, a Deployment per variant)."""
+    variants = tuple(
+        VariantInfo(name=v.name, model=spec.model, namespace=spec.namespace, accelerator=v.accelerator,
+                    gpus_per_replica=v.gpus, min_replicas=v.min_replicas, max_replicas=v.max_replicas,
+                    scale_down_window_s=v.scale_down_window_s)
+        for v in spec.variants
+    )
+    return Inventory((ModelInfo(spec.model, spec.namespace, variants),))
+
+
+class FixedProfiles:
+    """ProfileStore's interface over the fleet's profiles (the replay's embedded default)."""
+
+    def __init__(self, profiles: dict[str, Profile]) -> None:
+        self.profiles = profiles
+
+    async def lookup(self, inventory: Inventory) -> dict[VariantId, ProfileStatus]:
+        return {
+            VariantId(v.namespace, v.name): ProfileStatus(self.profiles[v.name], "ok", "fleet")
+            if v.name in self.profiles else ProfileStatus(None, "missing", "fleet", "the fleet gives no profile")
+            for m in inventory.models for v in m.variants
+        }
+
+
 class Gpumix(Policy):
-    """horizon_s = 0: plan for the last window's estimate (the service's default). horizon_s > 0
-    (`gpumix-hold`): plan for the peak of the recent horizon (optimizer.forecast.peak_hold)."""
+    """`gpumix serve`'s own Controller (scaler/loop.py) on the simulated fleet: every CYCLE_S the pods are
+    scraped into a Prometheus emulation (sim/promsim.py), the Controller runs its cycle on that (the same
+    queries, parsing, demand verdict, estimate, plan and stabilization as the service), and the KEDA+HPA
+    emulator polls an in-process scaler that answers from the Controller's table with the servicer's own
+    functions (sim/inprocess.py). horizon_s > 0 (`gpumix-hold`) sets the service's `forecast_horizon`."""
 
     name = "gpumix"
 
-    def __init__(self, spec: FleetSpec, settings: Settings | None = None, horizon_s: float | None = None,
-                 window_s: float = DEMAND_WINDOW_S) -> None:
+    def __init__(self, spec: FleetSpec, horizon_s: float | None = None, config: Config | None = None) -> None:
         self.spec = spec
         self.profiles = spec.profiles()
         self.horizon_s = 0.0 if horizon_s is None else horizon_s
         if self.horizon_s > 0:
             self.name = f"gpumix-hold:{self.horizon_s:.0f}"
-        self.window_s = window_s
-        self.observations: list[tuple[float, Demand]] = []
+        self.config = config or Config(interval=CYCLE_S, scrape_interval=CYCLE_S, utilization=UTILIZATION,
+                                       drain_time=DRAIN_S, forecast_horizon=self.horizon_s)
         self.grid = fleet_grid(self.profiles)
-        self.settings = settings or Settings(utilization=UTILIZATION)
-        self.planner = Planner()
-        self.history: dict[str, list[tuple[float, int]]] = {v: [] for v in self.profiles}
-        self.recommendations: dict[str, int] = {}
+        self.now = 0.0
+        self.table = Table()
+        self.tsdb = TSDB()
+        self.controller = Controller(
+            self.config, StaticInventory(fleet_inventory(spec)), SimObserver(self.config, SimPrometheus(
+                self.config, self.tsdb)), FixedProfiles(self.profiles), StateStore(None), self.table,
+            clock=lambda: self.now, in_thread=False)
+        self.pods: dict[str, PodStats] = {}
         self.solve_ms: list[float] = []
         self.last_loads: dict[str, float] = {}
+        self.active: dict[str, bool] = {}
 
-    def _states(self, demand: Demand | None, current: dict[str, int] | None) -> ModelState:
-        variants = tuple(
-            VariantState(
-                name=v.name, profile=self.profiles.get(v.name), min_replicas=v.min_replicas,
-                max_replicas=v.max_replicas, current_replicas=(current or {}).get(v.name),
-                scale_down_window_s=v.scale_down_window_s, gpus_per_replica=v.gpus,
-            )
-            for v in self.spec.variants
-        )
-        return ModelState(self.spec.model, demand, variants)
-
-    def _decide(self, now: float, demand: Demand, current: dict[str, int] | None) -> dict[str, int]:
-        decision = decide([self._states(demand, current)], self.history, now, self.settings, self.planner)
-        if decision.plan is not None:
-            self.solve_ms.append(decision.plan.solve_ms)
-            mp = decision.plan.models.get(self.spec.model)
-            if mp is not None:  # for plan-weighted routing
-                self.last_loads = {name: float(load.sum()) for name, load in mp.load.items()}
-        for name, n in decision.recommendations.items():
-            keep = self.spec.variant(name).scale_down_window_s
-            self.history[name] = [*prune(self.history.get(name, ()), now, keep), (now, n)]
-        self.recommendations = dict(decision.recommendations)
-        return self.recommendations
+    def recommendations(self) -> dict[str, int]:
+        return {vid.name: v.recommendation for vid, v in self.table.published.variants.items()
+                if v.recommendation is not None}
 
     def initial(self, spec: FleetSpec, trace: Trace) -> dict[str, int]:
+        """As if gpumix had been in charge before the trace starts: the plan for the first minute's demand
+        (the one place the replay looks ahead), recorded as the service's published history."""
         demand = demand_between(spec.model, self.grid, trace, 0.0, DEMAND_WINDOW_S)
-        return self._decide(0.0, demand, None)
+        states = [VariantState(name=v.name, profile=self.profiles.get(v.name), max_replicas=v.max_replicas,
+                               scale_down_window_s=v.scale_down_window_s, gpus_per_replica=v.gpus)
+                  for v in spec.variants]
+        settings = cycle_settings(self.config, fleet_inventory(spec)).decide
+        decision = decide([ModelState(spec.model, demand, tuple(states))], {}, 0.0, settings, Planner())
+        for name, n in decision.recommendations.items():
+            self.controller.state.put(VariantId(spec.namespace, name), [(0.0, n)], 0.0)
+        return dict(decision.recommendations)
 
     def attach(self, fleet: Fleet, trace: Trace) -> None:
         super().attach(fleet, trace)
-        scaler = RecommendationScaler(
-            recommend=lambda ref: self.recommendations.get(ref.scaler_metadata["variant"]),
-            current=lambda ref: fleet.replicas(ref.scaler_metadata["variant"]),
-        )
+        scaler = InProcessScaler(self.table, self.config, clock=lambda: self.now)
         self.emulators = {
             v.name: ScaledObjectEmulator(_scaled_object(self.spec, v.name, v.min_replicas, "external-push"),
                                          scaler, created_at=0.0)
             for v in self.spec.variants if v.name in self.profiles
         }
+        self.scaler = scaler
         for name, em in self.emulators.items():  # the HPA has been running at these counts
             n = fleet.replicas(name)
             if n:
                 em.hpa.recommendations.append((0.0, n))
                 em.last_active = 0.0
 
-    def forecast(self, now: float) -> Demand:
-        """The estimate of this cycle, raised to the peak of the recent horizon (optimizer.forecast)."""
-        self.observations.append((now, self.estimate(now)))
-        while self.observations and self.observations[0][0] < now - self.horizon_s:
-            self.observations.pop(0)
-        held = peak_hold(self.observations, now, self.horizon_s)
-        assert held is not None  # this cycle's estimate is inside the horizon
-        return held
-
-    def estimate(self, now: float) -> Demand:
-        demand = demand_between(self.spec.model, self.grid, self.trace, now - self.window_s, now)
-        snap = self.fleet.snapshot()
-        backlog = snap.pending + sum(v.waiting for v in snap.variants.values())
-        if backlog and demand.total > 0:
-            demand = demand.scaled(1.0 + backlog / DRAIN_S / demand.total)
-        elif backlog:
-            rates = np.zeros(self.grid.shape)
-            rates[-1, -1] = backlog / DRAIN_S
-            demand = Demand(self.spec.model, self.grid, rates)
-        return demand
+    def completed(self, completions: list[Completion]) -> None:
+        for c in completions:
+            if c.dropped or c.pod is None:
+                continue
+            stats = self.pods.get(c.pod)
+            if stats is None:
+                stats = self.pods[c.pod] = PodStats(c.variant or "")
+            stats.record(c)
 
     def step(self, now: float) -> None:
-        before = dict(self.recommendations)
-        current = {name: self.fleet.replicas(name) for name in self.emulators}
-        recs = self._decide(now, self.forecast(now), current)
+        self.now = now
+        snap = self.fleet.snapshot()
+        alive = {r.pod for r in snap.replicas}
+        self.pods = {pod: s for pod, s in self.pods.items() if pod in alive}
+        self.tsdb.scrape(now, fleet_samples(self.spec.model, self.spec.namespace, snap, self.pods))
+        asyncio.run(self._cycle())
+        result = self.controller.last
+        if result is not None and result.plan is not None:
+            self.solve_ms.append(result.plan.solve_ms)
+            mp = result.plan.models.get(f"{self.spec.namespace}/{self.spec.model}")
+            if mp is not None:  # for plan-weighted routing
+                self.last_loads = {name.partition("/")[2]: float(load.sum()) for name, load in mp.load.items()}
         for name, em in self.emulators.items():
             cur = self.fleet.replicas(name)
             n = cur
-            if recs.get(name, 0) > 0 and before.get(name, 0) == 0:
-                n = em.push(True, now, cur)  # StreamIsActive: scale from zero at once
+            ref = em.ref
+            active = self.scaler.is_active(ref)
+            if active and not self.active.get(name, False):
+                n = em.push(True, now, cur)  # StreamIsActive: a transition to active is pushed at once
+            self.active[name] = active
             n = em.advance(now, n)
             if n != cur:
                 self.fleet.set_replicas(name, n, now)
+
+    async def _cycle(self) -> None:
+        await self.controller.fast_path()
+        await self.controller.cycle()
 
 
 class Oracle(Policy):

@@ -194,7 +194,9 @@ def replay(spec: FleetSpec, trace: Trace, policy: Policy, seed: int = 0, routing
         while i < n and times[i] < step_end:
             fleet.submit(Request(int(prompts[i]), int(outputs[i])), float(times[i]))
             i += 1
-        done.extend(fleet.advance(step_end))
+        finished = fleet.advance(step_end)
+        done.extend(finished)
+        policy.completed(finished)
         policy.step(step_end)
         if routing == "plan-weighted":
             _weights_from_policy(policy, fleet)

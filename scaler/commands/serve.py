@@ -57,9 +57,10 @@ class StartError(RuntimeError):
 async def serve(config: Config, started: asyncio.Event | None = None) -> int:
     from scaler import adapter, keda
     from scaler.inventory import InventoryError, load_inventory
-    from scaler.loop import Controller, InventorySource, StaticInventory, Table
+    from scaler.loop import Controller, InventorySource, StaticInventory
     from scaler.prometheus import Observer
     from scaler.store import ProfileStore, StateStore, connect
+    from scaler.table import Table
 
     log = logs.get("gpumix.serve")
     table = Table()

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
+from optimizer.ids import VariantId
 from scaler import keda
 from scaler.config import Config
-from scaler.loop import Snapshot, Table, VariantView
+from scaler.table import Published, Table, VariantView
 from sim.hpa_emulator import (
     Behavior,
     Fallback,
@@ -103,8 +104,9 @@ async def test_no_fallback_when_get_metric_spec_fails(scaler: GrpcExternalScaler
 
 
 async def test_fallback_engages_and_recovers_over_a_real_channel(scaler: GrpcExternalScaler, table: Table) -> None:
-    view = VariantView(namespace="llm", model="m", variant="m-l4", profile_status="ok")
-    table.publish(Snapshot(variants={("llm", "m-l4"): view}))
+    vid = VariantId("llm", "m-l4")
+    view = VariantView(id=vid, model="m", profile_status="ok")
+    table.publish(Published(variants={vid: view}))
     emu = ScaledObjectEmulator(_spec(), scaler, created_at=0.0)
     # No recommendation yet: GetMetrics answers UNAVAILABLE; syncs at 0 and 15 fail (failures 1, 2), the
     # one at 30 passes the threshold and KEDA reports fallback.replicas.
@@ -113,8 +115,8 @@ async def test_fallback_engages_and_recovers_over_a_real_channel(scaler: GrpcExt
     assert kinds == ["error", "error", "fallback"]
     assert "UNAVAILABLE" in next(e.detail for e in emu.events if e.kind == "error")
     assert replicas == 5
-    table.publish(Snapshot(variants={("llm", "m-l4"): dataclasses.replace(
-        view, replicas=3, decided_at=time.time(), current=5)}))
+    table.publish(Published(variants={vid: dataclasses.replace(
+        view, recommendation=3, decided_at=time.time(), current=5)}))
     replicas = await run(emu, replicas, range(3, 5))
     assert replicas == 3
     assert emu.failures == 0

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from scaler.loop import ModelView, Snapshot, Table, VariantView
+from optimizer.ids import ModelId, VariantId
+from scaler.answer import Trigger, is_active
+from scaler.table import ModelView, Published, VariantView
 
 NS, MODEL = "llm", "m"
+MID = ModelId(NS, MODEL)
 
 
-def _table(recs: dict[str, int | None], current: dict[str, int], waiting: float) -> Table:
-    table = Table()
+def _published(recs: dict[str, int | None], current: dict[str, int]) -> Published:
     idle = all((r or 0) == 0 for r in recs.values()) and not any(current.values())
-    table.snapshot = Snapshot(
-        variants={(NS, v): VariantView(NS, MODEL, v, "ok", replicas=r, current=current.get(v, 0))
+    return Published(
+        variants={VariantId(NS, v): VariantView(VariantId(NS, v), MODEL, "ok", recommendation=r,
+                                                current=current.get(v, 0))
                   for v, r in recs.items()},
-        models={(NS, MODEL): ModelView(NS, MODEL, first_responder="l4", idle=idle)},
+        models={MID: ModelView(MID, first_responder=VariantId(NS, "l4"), idle=idle)},
     )
-    table.waiting = {(NS, MODEL): waiting}
-    return table
 
 
 @pytest.mark.parametrize(
@@ -33,5 +34,6 @@ def _table(recs: dict[str, int | None], current: dict[str, int], waiting: float)
     ],
 )
 def test_is_active(recs: dict[str, int | None], current: dict[str, int], waiting: float, active: set[str]) -> None:
-    table = _table(recs, current, waiting)
-    assert {v for v in recs if table.is_active(NS, MODEL, v)} == active
+    published = _published(recs, current)
+    woken = {v for v in recs if is_active(Trigger(VariantId(NS, v), MODEL, 1.0), published, {MID: waiting})}
+    assert woken == active

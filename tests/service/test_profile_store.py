@@ -6,6 +6,7 @@ import json
 
 import redis
 
+from optimizer.ids import VariantId
 from optimizer.profile import load_profile
 from scaler.inventory import parse_inventory
 from scaler.store import ProfileStore, connect, our_key
@@ -23,14 +24,14 @@ async def test_profile_is_reparsed_only_when_its_value_changes(redis_url: str) -
     client = connect(redis_url)
     store = ProfileStore(None, client)
     try:
-        first = (await store.lookup(INVENTORY))[("llm", "a100")]
-        again = (await store.lookup(INVENTORY))[("llm", "a100")]
+        first = (await store.lookup(INVENTORY))[VariantId("llm", "a100")]
+        again = (await store.lookup(INVENTORY))[VariantId("llm", "a100")]
         assert first.status == "ok" and again.profile is first.profile  # same bytes: not parsed again
         plain.set(our_key("llama2-7b", "a100"), json.dumps({**doc, "cost_per_hour": 9.5}))
-        changed = (await store.lookup(INVENTORY))[("llm", "a100")]
+        changed = (await store.lookup(INVENTORY))[VariantId("llm", "a100")]
         assert changed.profile is not None and changed.profile.cost_per_hour == 9.5
         plain.set(our_key("llama2-7b", "a100"), b"{not json")
-        broken = (await store.lookup(INVENTORY))[("llm", "a100")]
+        broken = (await store.lookup(INVENTORY))[VariantId("llm", "a100")]
         assert broken.status == "invalid" and "not JSON" in broken.detail
     finally:
         await client.aclose()

@@ -14,11 +14,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from optimizer.estimate import LengthFacts, estimate_demand
+from optimizer.ids import ModelId, VariantId
 from optimizer.profile import Grid
 from scaler import keda, metric
 from scaler.config import Config, ConfigError, load
-from scaler.loop import Snapshot, Table, VariantView
-from scaler.prometheus import CYCLE_QUERIES, ModelFacts, Observer, estimate_demand, parse_results
+from scaler.prometheus import CYCLE_QUERIES, Observer, parse_results
+from scaler.table import Published, Table, VariantView
 from sim.services import PrometheusServer
 from tests.service.exporter import FleetExporter
 from tests.service.helpers import pb_grpc, ref
@@ -79,11 +81,10 @@ def test_parse_drops_nan_inf_negative_and_counts_them() -> None:
 
 
 def test_demand_adds_the_queue_and_spreads_by_histograms() -> None:
-    facts = ModelFacts(completions_rps=4.0, waiting=30.0,
-                       prompt_histogram=[(100.0, 0.0), (200.0, 10.0), (500.0, 10.0), (float("inf"), 10.0)],
-                       generation_histogram=[(50.0, 0.0), (100.0, 10.0), (float("inf"), 10.0)],
-                       prompt_tokens_rps=600.0, generation_tokens_rps=300.0)
-    est = estimate_demand("m", facts, GRID, drain_time=60.0)
+    lengths = LengthFacts(prompt_histogram=[(100.0, 0.0), (200.0, 10.0), (500.0, 10.0), (float("inf"), 10.0)],
+                          generation_histogram=[(50.0, 0.0), (100.0, 10.0), (float("inf"), 10.0)],
+                          prompt_tokens_rps=600.0, generation_tokens_rps=300.0)
+    est = estimate_demand("m", 4.0, 30.0, lengths, GRID, drain_time=60.0)
     assert est.source == "histograms"
     assert est.demand.total == pytest.approx(4.0 + 30.0 / 60.0)
     # (100, 200] prompts land in the 128 and 256 buckets; (50, 100] outputs in 64 and 128.
@@ -92,12 +93,12 @@ def test_demand_adds_the_queue_and_spreads_by_histograms() -> None:
 
 
 def test_demand_from_token_rates_when_histograms_are_missing() -> None:
-    facts = ModelFacts(completions_rps=2.0, prompt_tokens_rps=1000.0, generation_tokens_rps=200.0)
-    est = estimate_demand("m", facts, GRID, drain_time=60.0)
+    lengths = LengthFacts(prompt_tokens_rps=1000.0, generation_tokens_rps=200.0)
+    est = estimate_demand("m", 2.0, 0.0, lengths, GRID, drain_time=60.0)
     assert est.source == "token_rates"
     out_i, in_j = GRID.index(500, 100)
     assert est.demand.rates[out_i, in_j] == pytest.approx(2.0)
-    bare = estimate_demand("m", ModelFacts(waiting=6.0), GRID, drain_time=60.0)
+    bare = estimate_demand("m", 0.0, 6.0, LengthFacts(), GRID, drain_time=60.0)
     assert bare.source == "no_lengths" and bare.demand.rates[-1, -1] == pytest.approx(0.1)
 
 
@@ -124,7 +125,8 @@ async def test_v0_and_v1_names_against_real_prometheus(prometheus: PrometheusSer
                 await asyncio.sleep(0.25)
             assert obs is not None and not obs.errors
             facts = obs.models[model]
-            assert facts.completions_rps > 0 and facts.prompt_histogram and facts.newest_sample
+            assert facts.completions_rps > 0 and facts.prompt_histogram
+            assert all(v.newest_sample for v in facts.variants.values())
             assert kv_key in obs.kv_cache
             assert observer.queries_sent % len(CYCLE_QUERIES) == 0
             observer.close()
@@ -182,8 +184,9 @@ async def test_prometheus_5xx_timeout_unreachable_are_classified(failing_server:
 
 def _table() -> Table:
     table = Table()
-    view = VariantView("llm", "m", "m-a40", "ok", replicas=0, decided_at=time.time(), current=0)
-    table.publish(Snapshot(variants={("llm", "m-a40"): view}))
+    vid = VariantId("llm", "m-a40")
+    view = VariantView(vid, "m", "ok", recommendation=0, decided_at=time.time(), current=0)
+    table.publish(Published(variants={vid: view}))
     return table
 
 
@@ -197,7 +200,7 @@ async def test_streams_end_cleanly_when_clients_go_away() -> None:
             firsts = await asyncio.gather(*(c.read() for c in calls))
             assert all(f.result is False for f in firsts)
             assert server.scaler.open_streams == 50
-            table.set_waiting({("llm", "m"): 2.0})
+            table.set_waiting({ModelId("llm", "m"): 2.0})
             pushed = await asyncio.gather(*(c.read() for c in calls))
             assert all(p.result is True for p in pushed)
             for c in calls:

@@ -1,0 +1,288 @@
+"""One control cycle, pure: what one cycle observed in, recommendations and the history to store out.
+
+    run_cycle(models, history, now, settings, planner) -> CycleResult
+
+`gpumix serve` (scaler/loop.py) and the replay (sim/policies.py, through the same Controller) both decide
+here, so the replay measures what the service decides. The steps, per model:
+
+1. **Demand verdict** (`demand_verdict`): is this cycle's data good enough to plan from? Only FRESH,
+   PARTIAL and IDLE are planned; every other verdict keeps the variants' last recommendations (missing data
+   never shrinks a fleet) and does not renew their decision time, so a long outage ends in UNAVAILABLE and
+   KEDA's fallback rather than in a silent number.
+2. **Estimate** (`optimizer.estimate`): completions + waiting / drain_time over all variants, spread by the
+   length histograms; with a forecast horizon, raised to the peak of the horizon's estimates
+   (`optimizer.forecast.peak_hold`).
+3. **Decide** (`optimizer.decide`): plan every planned model together (shared pools), held capacity,
+   hysteresis. `min_replicas` applies only while the model has no workload (AIBrix's meaning of
+   `model.aibrix.ai/min_replicas`: "only affects the system when there is no workload").
+4. **Never lower on partial data**: a PARTIAL model (a variant whose replicas serve reports no series, NaN,
+   stale samples or a rate window not yet covered) publishes no less than its last recommendation.
+5. **History**: the published recommendation appended (pruned to what the HPA's window needs) for every
+   variant that has one; `decided` says which were decided from data this cycle.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from optimizer.decide import ModelState, Settings, VariantState, decide
+from optimizer.demand import Demand, zero_demand
+from optimizer.estimate import Estimate, LengthFacts, estimate_demand
+from optimizer.forecast import peak_hold
+from optimizer.ids import ModelId, VariantId
+from optimizer.profile import Profile, common_grid
+from optimizer.program import Plan, Planner
+from optimizer.stabilize import prune
+
+History = Mapping[VariantId, Sequence[tuple[float, int]]]
+
+
+class Verdict(enum.Enum):
+    FRESH = "fresh"  # every serving variant reported fresh, finite series
+    PARTIAL = "partial"  # planned, but some serving variant's data is missing: never lower
+    IDLE = "idle"  # no replicas and no (fresh) series: zero demand is the truth
+    NO_PROFILE = "no_profile"  # no variant has a usable profile
+    QUERY_FAILED = "query_failed"  # a required query failed (Prometheus down, timeout, 5xx, bad answer)
+    MISSING = "missing"  # replicas may run, yet no series at all
+    WARMING = "warming"  # series, but no completion rate yet (fewer than two samples in the window)
+    STALE = "stale"  # the newest sample is older than max_sample_age
+
+    @property
+    def planned(self) -> bool:
+        return self in (Verdict.FRESH, Verdict.PARTIAL, Verdict.IDLE)
+
+
+@dataclass(frozen=True)
+class VariantSeries:
+    """What Prometheus reported for one variant (summed over its pods). None: no series."""
+
+    completions_rps: float | None = None
+    waiting: float | None = None
+    running: float | None = None
+    newest_sample: float | None = None  # unix time of its freshest sample
+    invalid_samples: int = 0  # NaN / Inf / negative samples dropped from its series
+    window_coverage: float | None = None  # share of the rate window its least-covered pod has samples for
+
+
+@dataclass(frozen=True)
+class ModelSeries:
+    variants: Mapping[VariantId, VariantSeries] = field(default_factory=dict)
+    lengths: LengthFacts = field(default_factory=LengthFacts)
+
+    @property
+    def newest_sample(self) -> float | None:
+        times = [s.newest_sample for s in self.variants.values() if s.newest_sample is not None]
+        return max(times) if times else None
+
+
+@dataclass(frozen=True)
+class VariantInput:
+    id: VariantId
+    profile: Profile | None  # None: no usable profile (never scaled by gpumix)
+    min_replicas: int = 0
+    max_replicas: int = 100
+    current_replicas: int | None = None  # pods that exist (starting included); None: unknown
+    ready_replicas: int | None = None  # pods that serve; None: unknown
+    scale_down_window_s: float = 300.0
+    pool: str | None = None
+    gpus_per_replica: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    id: ModelId
+    variants: tuple[VariantInput, ...]
+    series: ModelSeries | None  # None: Prometheus answered nothing for this model
+    query_errors: Mapping[str, str] = field(default_factory=dict)  # required query -> error kind
+
+
+@dataclass(frozen=True)
+class CycleSettings:
+    decide: Settings = field(default_factory=Settings)
+    drain_time_s: float = 60.0
+    max_sample_age_s: float = 60.0
+    min_window_coverage: float = 0.75  # below it a rate() under-counts (Prometheus restart, new pod)
+    forecast_horizon_s: float = 0.0  # > 0: plan for the peak of the estimates of this horizon (peak hold)
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    id: ModelId
+    verdict: Verdict
+    why: str
+    demand: Demand | None
+    data_age_s: float | None
+    idle: bool  # nothing recommended and nothing running: waiting requests must wake the first responder
+    first_responder: VariantId | None
+    estimate: Estimate | None = None
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    recommendations: Mapping[VariantId, int]
+    reasons: Mapping[VariantId, str]
+    models: Mapping[ModelId, ModelOutcome]
+    decided: frozenset[VariantId]  # recommendations decided from this cycle's data (the staleness clock)
+    history: Mapping[VariantId, list[tuple[float, int]]]  # what to store for each variant with a recommendation
+    plan: Plan | None
+    held: Mapping[VariantId, int]
+    recent: Mapping[ModelId, list[tuple[float, Demand]]] = field(default_factory=dict)  # estimates to keep
+
+
+# ------------------------------------------------------------------------------------------ the rules
+
+
+def _serving(v: VariantInput) -> int | None:
+    return v.ready_replicas if v.ready_replicas is not None else v.current_replicas
+
+
+def demand_verdict(model: ModelInput, now: float, settings: CycleSettings) -> tuple[Verdict, str, float | None]:
+    """(verdict, why, data age) for one model's observations this cycle; the rules in order."""
+    if not any(v.profile is not None for v in model.variants):
+        return Verdict.NO_PROFILE, "no variant has a usable profile", None
+    if model.query_errors:
+        failed = ", ".join(f"{q}: {kind}" for q, kind in sorted(model.query_errors.items()))
+        return Verdict.QUERY_FAILED, f"prometheus: {failed}", None
+    idle = all(v.current_replicas == 0 for v in model.variants)
+    series = model.series
+    reported = [] if series is None else [
+        s for s in series.variants.values() if s.completions_rps is not None or s.waiting is not None
+    ]
+    if not reported:
+        # No series at all is legitimate only when the model runs no replicas (nothing to scrape).
+        if idle:
+            return Verdict.IDLE, "no replicas, no series", None
+        return Verdict.MISSING, "no vLLM series for this model while it has (or may have) replicas", None
+    assert series is not None
+    if idle:
+        return Verdict.IDLE, "no replicas: series left by pods that are gone", None
+    if not any(s.completions_rps is not None for s in reported):
+        # A running server exports its completion counter from the start; no rate yet means Prometheus has
+        # fewer than two samples, and a zero here would shrink a busy fleet.
+        return Verdict.WARMING, "no completion rate yet for a model with replicas", None
+    newest = series.newest_sample
+    age = None if newest is None else max(0.0, now - newest)
+    if age is not None and age > settings.max_sample_age_s:
+        limit = settings.max_sample_age_s
+        return Verdict.STALE, f"newest sample is {age:.0f} s old (max_sample_age {limit:.0f} s)", age
+    gaps = []
+    for v in model.variants:
+        serving = _serving(v)
+        if not serving:
+            continue  # no pod serves (or unknown): nothing it should have reported
+        s = series.variants.get(v.id)
+        if s is None or s.completions_rps is None:
+            gaps.append(f"{v.id.name}: no completion rate while {serving} replicas serve")
+        elif s.invalid_samples:
+            gaps.append(f"{v.id.name}: {s.invalid_samples} NaN/Inf/negative samples")
+        elif s.newest_sample is not None and now - s.newest_sample > settings.max_sample_age_s:
+            gaps.append(f"{v.id.name}: newest sample {now - s.newest_sample:.0f} s old")
+        elif s.window_coverage is not None and s.window_coverage < settings.min_window_coverage:
+            gaps.append(f"{v.id.name}: rate window {s.window_coverage:.0%} covered (Prometheus restart or new pod)")
+    if gaps:
+        return Verdict.PARTIAL, "partial data, recommendations kept from falling: " + "; ".join(gaps), age
+    return Verdict.FRESH, "fresh", age
+
+
+def first_responder(variants: Sequence[VariantInput]) -> VariantId | None:
+    """The variant with a usable profile that costs least per req/s of its mean servable capacity: the one
+    woken when an idle model sees waiting requests (waking all of them starts the dear ones too)."""
+    best: tuple[float, VariantId] | None = None
+    for v in variants:
+        p = v.profile
+        if p is None or not (p.capacity > 0).any():
+            continue
+        price = p.cost_per_hour / float(p.capacity[p.capacity > 0].mean())
+        if best is None or price < best[0]:
+            best = (price, v.id)
+    return None if best is None else best[1]
+
+
+def floor_at_last(planned: int, last: int | None, verdict: Verdict) -> int:
+    """Partial data may raise a recommendation, never lower it."""
+    if verdict is Verdict.PARTIAL and last is not None:
+        return max(planned, last)
+    return planned
+
+
+def min_replicas_in_force(min_replicas: int, demand: Demand) -> int:
+    """AIBrix's `model.aibrix.ai/min_replicas` holds only while the model has no workload."""
+    return min_replicas if demand.total <= 0 else 0
+
+
+# ------------------------------------------------------------------------------------------ the cycle
+
+
+def _demand(model: ModelInput, verdict: Verdict, profiles: Sequence[Profile],
+            settings: CycleSettings) -> tuple[Demand | None, Estimate | None]:
+    if not verdict.planned:
+        return None, None
+    grid = common_grid(p.grid for p in profiles)
+    if verdict is Verdict.IDLE:
+        return zero_demand(str(model.id), grid), None
+    assert model.series is not None
+    rates = list(model.series.variants.values())
+    completions = sum(s.completions_rps or 0.0 for s in rates)
+    waiting = sum(s.waiting or 0.0 for s in rates)
+    est = estimate_demand(str(model.id), completions, waiting, model.series.lengths, grid, settings.drain_time_s)
+    return est.demand, est
+
+
+def run_cycle(models: Sequence[ModelInput], history: History, now: float, settings: CycleSettings,
+              planner: Planner, recent: Mapping[ModelId, Sequence[tuple[float, Demand]]] | None = None) -> CycleResult:
+    """`recent`: the model's estimates of earlier cycles (what the peak-hold forecast looks back on)."""
+    by_name: dict[str, VariantId] = {}
+    kept: dict[ModelId, list[tuple[float, Demand]]] = {}
+    states: list[ModelState] = []
+    verdicts: dict[ModelId, tuple[Verdict, str, float | None, Demand | None, Estimate | None]] = {}
+    for m in models:
+        verdict, why, age = demand_verdict(m, now, settings)
+        usable = [v.profile for v in m.variants if v.profile is not None]
+        demand, est = _demand(m, verdict, usable, settings)
+        if demand is not None and settings.forecast_horizon_s > 0:
+            horizon = settings.forecast_horizon_s
+            earlier = [(t, d) for t, d in (recent or {}).get(m.id, ())
+                       if now - horizon <= t < now and d.grid == demand.grid]
+            kept[m.id] = [*earlier, (now, demand)]
+            demand = peak_hold(kept[m.id], now, horizon)
+        verdicts[m.id] = (verdict, why, age, demand, est)
+        variant_states = []
+        for v in m.variants:
+            by_name[str(v.id)] = v.id
+            floor = 0 if demand is None else min_replicas_in_force(v.min_replicas, demand)
+            variant_states.append(VariantState(
+                name=str(v.id), profile=v.profile, min_replicas=floor, max_replicas=v.max_replicas,
+                current_replicas=v.current_replicas, scale_down_window_s=v.scale_down_window_s, pool=v.pool,
+                gpus_per_replica=v.gpus_per_replica,
+            ))
+        states.append(ModelState(str(m.id), demand, tuple(variant_states)))
+
+    named_history = {str(k): v for k, v in history.items()}
+    decision = decide(states, named_history, now, settings.decide, planner)
+
+    recommendations: dict[VariantId, int] = {}
+    reasons: dict[VariantId, str] = {by_name[n]: r for n, r in decision.reasons.items() if n in by_name}
+    decided: set[VariantId] = set()
+    new_history: dict[VariantId, list[tuple[float, int]]] = {}
+    outcomes: dict[ModelId, ModelOutcome] = {}
+    for m in models:
+        verdict, why, age, demand, est = verdicts[m.id]
+        for v in m.variants:
+            n = decision.recommendations.get(str(v.id))
+            if n is None:
+                continue
+            past = history.get(v.id, ())
+            last = past[-1][1] if past else None
+            final = floor_at_last(n, last, verdict)
+            if final != n:
+                reasons[v.id] = f"planned {n}; kept {final}: {why}"
+            recommendations[v.id] = final
+            if verdict.planned:
+                decided.add(v.id)
+            new_history[v.id] = [*prune(past, now, v.scale_down_window_s), (now, final)]
+        idle = all(recommendations.get(v.id, 0) == 0 and not v.current_replicas for v in m.variants)
+        outcomes[m.id] = ModelOutcome(m.id, verdict, why, demand, age, idle, first_responder(m.variants), est)
+    held = {by_name[n]: h for n, h in decision.held.items() if n in by_name}
+    return CycleResult(recommendations, reasons, outcomes, frozenset(decided), new_history, decision.plan, held, kept)

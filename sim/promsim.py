@@ -1,0 +1,223 @@
+"""Prometheus, as far as gpumix's default queries need it, over the simulator's samples: the replay's observer.
+
+The replay must observe the fleet the way `gpumix serve` does — through Prometheus — or it measures a
+different controller. So every cycle the simulated pods are *scraped* (sim/exposition.py: the series a
+vLLM server and kube-state-metrics expose), stored per series, and the cycle's queries are evaluated with
+Prometheus' semantics, answering in Prometheus' JSON shape, which `scaler.prometheus.parse_results` then reads
+exactly as it reads a real server's answer. The rules follow Prometheus v2.42 (the Debian release the tests
+run against):
+
+- Scrape staleness: a series missing from a target's scrape gets a stale marker at that scrape
+  (scrape/scrape.go, scrapeLoop.append → forEachStale); an instant selector returns the newest sample within
+  the 5-minute lookback (promql/engine.go, defaultLookbackDelta) unless that sample is a stale marker.
+- Range selectors take samples with rangeStart <= t <= rangeEnd and skip stale markers
+  (promql/engine.go, matrixIterSlice).
+- `rate()` / `increase()`: promql/functions.go, extrapolatedRate — counter resets added back, extrapolation
+  to the range edges only within 1.1 average sample intervals (else half an interval), never below the
+  counter's zero point; fewer than two samples give no result.
+- `count_over_time`, `timestamp`: promql/functions.go, funcCountOverTime / funcTimestamp.
+- `sum by` / `max by` / `min by` / `avg by` over the result (promql/engine.go, aggregation).
+
+Only the default query set (scaler/config.py) is evaluated, by name; a replay with custom PromQL would need a
+real Prometheus (`make demo` runs one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from scaler.config import Config
+from scaler.prometheus import CYCLE_QUERIES, Observation, parse_results
+
+LOOKBACK_S = 300.0  # promql/engine.go defaultLookbackDelta
+Labels = tuple[tuple[str, str], ...]
+SeriesKey = tuple[str, Labels]
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass
+class _Series:
+    points: list[tuple[float, float]] = field(default_factory=list)
+    stale_at: float | None = None  # time of the stale marker after the last point
+
+
+def _key(name: str, labels: Mapping[str, str]) -> SeriesKey:
+    return name, tuple(sorted(labels.items()))
+
+
+class TSDB:
+    def __init__(self, retention_s: float = 900.0) -> None:
+        self.series: dict[SeriesKey, _Series] = {}
+        self.by_name: dict[str, set[SeriesKey]] = defaultdict(set)
+        self.retention_s = retention_s
+        self._active: set[SeriesKey] = set()
+
+    def scrape(self, t: float, samples: Iterable[Sample]) -> None:
+        seen: set[SeriesKey] = set()
+        for s in samples:
+            key = _key(s.name, s.labels)
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = _Series()
+                self.by_name[s.name].add(key)
+            series.points.append((t, float(s.value)))
+            series.stale_at = None
+            seen.add(key)
+        for key in self._active - seen:
+            self.series[key].stale_at = t
+        self._active = seen
+        cutoff = t - self.retention_s
+        for key in [k for k, s in self.series.items() if s.points and s.points[-1][0] < cutoff]:
+            del self.series[key]
+            self.by_name[key[0]].discard(key)
+        for s in self.series.values():
+            while len(s.points) > 1 and s.points[0][0] < cutoff:
+                s.points.pop(0)
+
+    def instant(self, name: str, t: float) -> list[tuple[Labels, float, float]]:
+        """(labels, value, sample time) of every series `name` has at t."""
+        out = []
+        for key in self.by_name.get(name, ()):
+            s = self.series[key]
+            pts = [p for p in s.points if p[0] <= t]
+            if not pts or pts[-1][0] <= t - LOOKBACK_S:
+                continue
+            if s.stale_at is not None and pts[-1][0] < s.stale_at <= t:
+                continue
+            out.append((key[1], pts[-1][1], pts[-1][0]))
+        return out
+
+    def window(self, name: str, t: float, range_s: float) -> list[tuple[Labels, list[tuple[float, float]]]]:
+        out = []
+        for key in self.by_name.get(name, ()):
+            pts = [p for p in self.series[key].points if t - range_s <= p[0] <= t]
+            if pts:
+                out.append((key[1], pts))
+        return out
+
+
+def extrapolated_rate(points: Sequence[tuple[float, float]], t: float, range_s: float, *,
+                      is_rate: bool) -> float | None:
+    if len(points) < 2:
+        return None
+    result = points[-1][1] - points[0][1]
+    prev = points[0][1]
+    for _, v in points[1:]:
+        if v < prev:
+            result += prev  # counter reset
+        prev = v
+    to_start = points[0][0] - (t - range_s)
+    to_end = t - points[-1][0]
+    sampled = points[-1][0] - points[0][0]
+    if sampled <= 0:
+        return None
+    average = sampled / (len(points) - 1)
+    if result > 0 and points[0][1] >= 0:
+        to_start = min(to_start, sampled * (points[0][1] / result))
+    threshold = average * 1.1
+    interval = sampled
+    interval += to_start if to_start < threshold else average / 2
+    interval += to_end if to_end < threshold else average / 2
+    factor = interval / sampled
+    if is_rate:
+        factor /= range_s
+    return result * factor
+
+
+def _group(rows: Iterable[tuple[Labels, float]], by: Sequence[str], how: str) -> list[dict[str, Any]]:
+    groups: dict[tuple[tuple[str, str], ...], list[float]] = defaultdict(list)
+    for labels, v in rows:
+        d = dict(labels)
+        groups[tuple((k, d[k]) for k in by if k in d)].append(v)
+    agg: dict[str, Callable[[list[float]], float]] = {
+        "sum": math.fsum, "max": max, "min": min, "avg": lambda xs: math.fsum(xs) / len(xs)}
+    return [{"metric": dict(k), "value": [0.0, repr(agg[how](vs))]} for k, vs in groups.items()]
+
+
+class SimPrometheus:
+    """Answers the default cycle queries over a TSDB, as Prometheus' HTTP API would (JSON result vectors)."""
+
+    def __init__(self, config: Config, tsdb: TSDB) -> None:
+        self.config = config
+        self.tsdb = tsdb
+        self.window_s = config.rate_window_s
+        c = config
+        self.mv = (c.namespace_label, c.model_label, c.variant_label)
+        self.m = (c.namespace_label, c.model_label)
+        self.queries_sent = 0
+
+    def _rate(self, name: str, t: float, *, is_rate: bool) -> list[tuple[Labels, float]]:
+        rows = []
+        for labels, pts in self.tsdb.window(name, t, self.window_s):
+            r = extrapolated_rate(pts, t, self.window_s, is_rate=is_rate)
+            if r is not None:
+                rows.append((labels, r))
+        return rows
+
+    def _gauge(self, name: str, t: float) -> list[tuple[Labels, float]]:
+        return [(labels, v) for labels, v, _ in self.tsdb.instant(name, t)]
+
+    def query(self, name: str, t: float) -> list[dict[str, Any]]:
+        self.queries_sent += 1
+        ok_success = "vllm:request_success_total"
+        if name == "completions":
+            return _group(self._rate(ok_success, t, is_rate=True), self.mv, "sum")
+        if name in ("waiting", "running"):
+            return _group(self._gauge(f"vllm:num_requests_{name}", t), self.mv, "sum")
+        if name in ("prompt_histogram", "generation_histogram"):
+            metric = "vllm:request_prompt_tokens_bucket" if name == "prompt_histogram" \
+                else "vllm:request_generation_tokens_bucket"
+            return _group(self._rate(metric, t, is_rate=False), (*self.m, "le"), "sum")
+        if name in ("prompt_tokens", "generation_tokens"):
+            return _group(self._rate(f"vllm:{name}_total", t, is_rate=True), self.m, "sum")
+        if name == "replicas":
+            return _group(self._gauge("kube_deployment_status_replicas", t), ("namespace", "deployment"), "max")
+        if name == "ready_replicas":
+            return _group(self._gauge("kube_deployment_status_replicas_ready", t), ("namespace", "deployment"), "max")
+        if name == "freshness":
+            rows = [(labels, ts) for labels, _, ts in self.tsdb.instant("vllm:num_requests_waiting", t)]
+            return _group(rows, self.mv, "max")
+        if name == "coverage":
+            rows = [(labels, float(len(pts))) for labels, pts in self.tsdb.window("vllm:num_requests_waiting", t,
+                                                                                     self.window_s)]
+            return _group(rows, self.mv, "min")
+        if name == "kv_cache":
+            return _group(self._gauge("vllm:kv_cache_usage_perc", t), self.mv, "avg")
+        return []  # dashboards' extras (latency quantiles, DCGM): not read by the decision
+
+    def results(self, names: Iterable[str], t: float) -> dict[str, list[dict[str, Any]]]:
+        return {name: self.query(name, t) for name in names}
+
+
+class SimObserver:
+    """scaler.prometheus.Observer's interface (observe, waiting) over a SimPrometheus."""
+
+    def __init__(self, config: Config, prometheus: SimPrometheus) -> None:
+        self.config = config
+        self.prometheus = prometheus
+
+    @property
+    def queries_sent(self) -> int:
+        return self.prometheus.queries_sent
+
+    async def observe(self, at: float | None = None) -> Observation:
+        assert at is not None
+        return parse_results(self.config, self.prometheus.results(CYCLE_QUERIES, at), {}, at)
+
+    async def waiting(self, at: float | None = None) -> dict[tuple[str, str], float] | None:
+        assert at is not None
+        obs = parse_results(self.config, self.prometheus.results(("waiting",), at), {}, at)
+        return {key: facts.waiting for key, facts in obs.models.items()}
+
+    def close(self) -> None:
+        pass

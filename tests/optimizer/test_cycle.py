@@ -1,0 +1,182 @@
+"""The cycle core's safety rules, one table each: what a cycle may plan from, and what it may publish.
+
+These read as the specification of optimizer/cycle.py; `make mutation` removes each rule in turn and
+expects a row here to fail."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from optimizer.cycle import (
+    CycleSettings,
+    ModelInput,
+    ModelSeries,
+    VariantInput,
+    VariantSeries,
+    Verdict,
+    demand_verdict,
+    first_responder,
+    floor_at_last,
+    min_replicas_in_force,
+    run_cycle,
+)
+from optimizer.decide import Settings
+from optimizer.estimate import LengthFacts
+from optimizer.ids import ModelId, VariantId
+from optimizer.program import Planner
+
+from .fixtures import BIG, CHEAP, GRID, demand
+
+NOW = 1000.0
+MID = ModelId("llm", "m")
+A, B = VariantId("llm", "cheap"), VariantId("llm", "big")
+SETTINGS = CycleSettings(decide=Settings(utilization=1.0, churn=0.0, hysteresis_margin=0.0, hold_lead_s=15.0),
+                         drain_time_s=60.0, max_sample_age_s=60.0, min_window_coverage=0.75)
+HIST = LengthFacts(prompt_histogram=((128.0, 10.0), (math.inf, 10.0)), generation_histogram=((64.0, 10.0),
+                                                                                             (math.inf, 10.0)))
+
+
+def series(rps: float | None = 1.0, *, waiting: float | None = 0.0, age: float = 5.0, invalid: int = 0,
+           coverage: float | None = 1.0, now: float = NOW) -> VariantSeries:
+    return VariantSeries(completions_rps=rps, waiting=waiting, running=0.0, newest_sample=now - age,
+                         invalid_samples=invalid, window_coverage=coverage)
+
+
+def model(a: VariantSeries | None, b: VariantSeries | None = None, *, current: tuple[int | None, int | None] = (1, 0),
+          ready: tuple[int | None, int | None] | None = None, errors: dict[str, str] | None = None,
+          profiles: bool = True, min_replicas: int = 0) -> ModelInput:
+    ready = ready if ready is not None else current
+    variants = (
+        VariantInput(A, CHEAP if profiles else None, min_replicas=min_replicas, max_replicas=10,
+                     current_replicas=current[0], ready_replicas=ready[0], scale_down_window_s=60),
+        VariantInput(B, BIG if profiles else None, max_replicas=10, current_replicas=current[1],
+                     ready_replicas=ready[1], scale_down_window_s=60),
+    )
+    reported = {vid: s for vid, s in ((A, a), (B, b)) if s is not None}
+    return ModelInput(MID, variants, ModelSeries(reported, HIST) if reported else None, errors or {})
+
+
+# ------------------------------------------------------------------------------------------ demand verdict
+
+VERDICTS = [
+    # (case, model input, verdict)
+    ("fresh data from every serving variant", model(series()), Verdict.FRESH),
+    ("no profile anywhere", model(series(), profiles=False), Verdict.NO_PROFILE),
+    ("a required query failed", model(series(), errors={"completions": "timeout"}), Verdict.QUERY_FAILED),
+    ("no replicas and no series: truly idle", model(None, current=(0, 0)), Verdict.IDLE),
+    ("no replicas, series of pods that are gone", model(series(age=600), current=(0, 0)), Verdict.IDLE),
+    ("replicas but no series at all", model(None, current=(2, 0)), Verdict.MISSING),
+    ("replica count unknown and no series", model(None, current=(None, None)), Verdict.MISSING),
+    ("series but no completion rate yet", model(series(rps=None)), Verdict.WARMING),
+    ("newest sample too old", model(series(age=61)), Verdict.STALE),
+    ("one serving variant has no series", model(series(), None, current=(1, 2)), Verdict.PARTIAL),
+    ("one serving variant reports NaN", model(series(), series(invalid=1), current=(1, 2)), Verdict.PARTIAL),
+    ("one serving variant is stale", model(series(), series(age=90), current=(1, 2)), Verdict.PARTIAL),
+    ("rate window not yet covered (Prometheus restart)", model(series(coverage=0.5)), Verdict.PARTIAL),
+    ("a variant still starting has no series yet", model(series(), None, current=(1, 2), ready=(1, 0)),
+     Verdict.FRESH),
+    ("coverage unknown is not a gap", model(series(coverage=None)), Verdict.FRESH),
+]
+
+
+@pytest.mark.parametrize("case, given, verdict", VERDICTS, ids=[c for c, _, _ in VERDICTS])
+def test_demand_verdict(case: str, given: ModelInput, verdict: Verdict) -> None:
+    assert demand_verdict(given, NOW, SETTINGS)[0] is verdict
+
+
+@pytest.mark.parametrize("verdict, planned", [
+    (Verdict.FRESH, True), (Verdict.PARTIAL, True), (Verdict.IDLE, True), (Verdict.NO_PROFILE, False),
+    (Verdict.QUERY_FAILED, False), (Verdict.MISSING, False), (Verdict.WARMING, False), (Verdict.STALE, False),
+])
+def test_only_usable_verdicts_are_planned(verdict: Verdict, planned: bool) -> None:
+    assert verdict.planned is planned
+
+
+# ------------------------------------------------------------------------------------------ publication rules
+
+
+@pytest.mark.parametrize("planned, last, verdict, published", [
+    (2, 4, Verdict.PARTIAL, 4),  # partial data never lowers
+    (6, 4, Verdict.PARTIAL, 6),  # ... but may raise
+    (2, None, Verdict.PARTIAL, 2),  # nothing published yet: the plan
+    (2, 4, Verdict.FRESH, 2),  # fresh data may lower
+])
+def test_floor_at_last(planned: int, last: int | None, verdict: Verdict, published: int) -> None:
+    assert floor_at_last(planned, last, verdict) == published
+
+
+@pytest.mark.parametrize("min_replicas, rps, floor", [
+    (2, 0.0, 2),  # no workload: AIBrix's min_replicas holds
+    (2, 0.5, 0),  # workload: ignored (AIBrix: "only affects the system when there is no workload")
+    (0, 0.0, 0),
+])
+def test_min_replicas_only_without_workload(min_replicas: int, rps: float, floor: int) -> None:
+    assert min_replicas_in_force(min_replicas, demand(rps)) == floor
+
+
+def test_first_responder_is_the_cheapest_per_request() -> None:
+    variants = model(series()).variants
+    assert first_responder(variants) == A  # 1 $/h for 5 req/s mean beats 2.5 $/h for 25
+    assert first_responder((variants[1],)) == B
+    assert first_responder(model(series(), profiles=False).variants) is None
+
+
+# ------------------------------------------------------------------------------------------ whole cycles
+
+
+def _cycle(given: ModelInput, history: dict[VariantId, list[tuple[float, int]]]):  # type: ignore[no-untyped-def]
+    return run_cycle([given], history, NOW, SETTINGS, Planner())
+
+
+@pytest.mark.parametrize("case, given", [
+    ("Prometheus down", model(series(), errors={"waiting": "unreachable"})),
+    ("series vanished", model(None, current=(4, 1))),
+    ("stale", model(series(age=300))),
+])
+def test_unknown_demand_keeps_recommendations_without_renewing_them(case: str, given: ModelInput) -> None:
+    result = _cycle(given, {A: [(NOW - 15, 4)], B: [(NOW - 15, 1)]})
+    assert result.recommendations == {A: 4, B: 1}
+    assert result.decided == frozenset()  # the staleness clock keeps running towards UNAVAILABLE
+
+
+def test_partial_data_never_lowers_a_recommendation() -> None:
+    # A serves 1 req/s (one cheap replica would do) while big's 3 replicas report nothing.
+    given = model(series(rps=1.0), None, current=(1, 3))
+    result = _cycle(given, {A: [(NOW - 15, 4)], B: [(NOW - 15, 3)]})
+    assert result.models[MID].verdict is Verdict.PARTIAL
+    assert result.recommendations[A] >= 4 and result.recommendations[B] >= 3
+    assert A in result.decided  # planned (it may go up), so its recommendation stays fresh
+
+
+def test_fresh_data_may_lower_and_history_is_appended() -> None:
+    result = _cycle(model(series(rps=1.0)), {A: [(NOW - 15, 4)], B: [(NOW - 15, 0)]})
+    assert result.recommendations == {A: 1, B: 0}
+    assert result.history[A] == [(NOW - 15, 4), (NOW, 1)]
+    assert result.decided == frozenset({A, B})
+
+
+def test_idle_model_keeps_min_replicas_and_reports_idleness() -> None:
+    result = _cycle(model(None, current=(0, 0), min_replicas=1), {})
+    assert result.recommendations[A] == 1
+    assert not result.models[MID].idle  # a replica is recommended: nothing to wake
+    result = _cycle(model(None, current=(0, 0)), {})
+    assert result.models[MID].idle and result.models[MID].first_responder == A
+
+
+def test_demand_counts_completions_and_the_queue_of_every_variant() -> None:
+    given = model(series(rps=2.0, waiting=30.0), series(rps=1.0, waiting=30.0), current=(1, 1))
+    result = _cycle(given, {})
+    outcome = result.models[MID]
+    assert outcome.demand is not None and outcome.demand.grid == GRID
+    assert outcome.demand.total == pytest.approx(3.0 + 60.0 / 60.0)
+
+
+def test_forecast_holds_the_recent_peak() -> None:
+    settings = CycleSettings(decide=SETTINGS.decide, forecast_horizon_s=120.0)
+    past = {MID: [(NOW - 60, demand(30.0))]}
+    result = run_cycle([model(series(rps=1.0))], {}, NOW, settings, Planner(), past)
+    assert result.models[MID].demand is not None and result.models[MID].demand.total == pytest.approx(30.0)
+    later = run_cycle([model(series(rps=1.0, now=NOW + 200))], {}, NOW + 200, settings, Planner(), result.recent)
+    assert later.models[MID].demand is not None and later.models[MID].demand.total == pytest.approx(1.0)
