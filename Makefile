@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 
-.PHONY: setup demo test lint typecheck bench clean proto
+.PHONY: setup demo test lint typecheck bench clean proto mutation
 
 setup: $(STAMP)
 
@@ -22,6 +22,9 @@ test: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+
+mutation: setup
+	$(PY) scripts/mutation.py --write
 
 bench: setup
 	$(PY) -m bench.run_all

@@ -26,7 +26,6 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from optimizer.cycle import ModelSeries, VariantSeries
-from optimizer.demand import Demand
 from optimizer.estimate import LengthFacts
 from optimizer.ids import VariantId
 from scaler import logs
@@ -41,8 +40,7 @@ DeploymentKey = tuple[str, str]  # (namespace, deployment)
 REQUIRED = ("completions", "waiting")
 CYCLE_QUERIES = (
     "completions", "waiting", "running", "prompt_histogram", "generation_histogram", "prompt_tokens",
-    "generation_tokens", "ttft_p99", "tpot_p99", "gpu_util", "replicas", "ready_replicas", "freshness",
-    "coverage", "kv_cache",
+    "generation_tokens", "replicas", "ready_replicas", "freshness", "coverage",
 )
 
 
@@ -63,8 +61,6 @@ class ModelFacts:
     generation_histogram: list[tuple[float, float]] = field(default_factory=list)
     prompt_tokens_rps: float | None = None
     generation_tokens_rps: float | None = None
-    ttft_p99: float | None = None
-    tpot_p99: float | None = None
     seen: set[str] = field(default_factory=set)  # which queries had series for this model
 
     def variant(self, name: str) -> VariantFacts:
@@ -98,8 +94,6 @@ class Observation:
     models: dict[ModelKey, ModelFacts]
     replicas: dict[DeploymentKey, int]
     ready_replicas: dict[DeploymentKey, int]
-    gpu_util: dict[DeploymentKey, float]
-    kv_cache: dict[DeploymentKey, float]
     errors: dict[str, str]  # query name -> error kind (only failed queries)
     invalid_samples: int = 0
 
@@ -221,7 +215,7 @@ def parse_results(
     on_error: Callable[[str], None] = lambda kind: None,
 ) -> Observation:
     c = config
-    obs = Observation(at=at, models={}, replicas={}, ready_replicas={}, gpu_util={}, kv_cache={}, errors=dict(errors))
+    obs = Observation(at=at, models={}, replicas={}, ready_replicas={}, errors=dict(errors))
 
     def facts(labels: Mapping[str, str]) -> ModelFacts:
         key = (labels.get(c.namespace_label, ""), labels.get(c.model_label, ""))
@@ -265,28 +259,13 @@ def parse_results(
                 continue
             getattr(facts(labels), attr).append((float(le), v))
             facts(labels).seen.add(name)
-    for name in ("prompt_tokens", "generation_tokens", "ttft_p99", "tpot_p99"):
+    for name in ("prompt_tokens", "generation_tokens"):
         for labels, v in samples(name):
             f = facts(labels)
-            attr = f"{name}_rps" if name.endswith("tokens") else name
-            setattr(f, attr, v)
+            setattr(f, f"{name}_rps", v)
             f.seen.add(name)
     for name, target in (("replicas", obs.replicas), ("ready_replicas", obs.ready_replicas)):
         for labels, v in samples(name):
             target[(labels.get("namespace", ""), labels.get("deployment", ""))] = round(v)  # type: ignore[index]
-    for labels, v in samples("gpu_util"):
-        obs.gpu_util[(labels.get(c.namespace_label, ""), labels.get("deployment", ""))] = v
-    for labels, v in samples("kv_cache"):
-        obs.kv_cache[(labels.get(c.namespace_label, ""), labels.get(c.variant_label, ""))] = v
     return obs
-
-
-def bucket_rates(demand: Demand) -> list[tuple[int, int, float]]:
-    rows = []
-    for i, out_t in enumerate(demand.grid.outputs):
-        for j, in_t in enumerate(demand.grid.inputs):
-            rps = float(demand.rates[i, j])
-            if rps > 0:
-                rows.append((in_t, out_t, rps))
-    return rows
 

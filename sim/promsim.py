@@ -191,8 +191,6 @@ class SimPrometheus:
             rows = [(labels, float(len(pts))) for labels, pts in self.tsdb.window("vllm:num_requests_waiting", t,
                                                                                      self.window_s)]
             return _group(rows, self.mv, "min")
-        if name == "kv_cache":
-            return _group(self._gauge("vllm:kv_cache_usage_perc", t), self.mv, "avg")
         return []  # dashboards' extras (latency quantiles, DCGM): not read by the decision
 
     def results(self, names: Iterable[str], t: float) -> dict[str, list[dict[str, Any]]]:

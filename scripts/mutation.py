@@ -1,0 +1,133 @@
+"""`make mutation`: remove or invert each safety rule, one at a time, and check that a test notices.
+
+A small script rather than mutmut: mutmut mutates every operator in a file, which here means hundreds of
+mutants of arithmetic nobody guards with a rule, and hours of runs; what must be proven is that each *named*
+rule has a test that fails without it. Each mutation is an exact snippet replaced in one file of a copy of the
+tree (the working tree is never touched); the listed tests run against that copy and must fail. The score
+goes to BENCHMARKS.md (`--write`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["tests/optimizer", "tests/service/test_answer.py", "tests/service/test_activation.py"]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    rule: str
+    path: str
+    before: str
+    after: str
+    tests: tuple[str, ...] = tuple(FAST)
+
+
+MUTATIONS = (
+    Mutation("stale-sample guard", "optimizer/cycle.py",
+             "if age is not None and age > settings.max_sample_age_s:", "if False:"),
+    Mutation("idleness (forced true)", "optimizer/cycle.py",
+             "idle = all(v.current_replicas == 0 for v in model.variants)", "idle = True"),
+    Mutation("scale-down tolerance in the reported value", "scaler/metric.py",
+             "tolerance = tolerance_up if current is None or desired >= current else tolerance_down",
+             "tolerance = tolerance_up"),
+    Mutation("keep last recommendation on missing data", "optimizer/decide.py",
+             "                    recommendations[v.name] = last\n", "                    pass\n"),
+    Mutation("missing series are not zero demand", "optimizer/cycle.py",
+             "        return Verdict.MISSING, \"no vLLM series", "        return Verdict.IDLE, \"no vLLM series"),
+    Mutation("no completion rate yet is not zero demand", "optimizer/cycle.py",
+             "        return Verdict.WARMING,", "        return Verdict.FRESH,"),
+    Mutation("partial data never lowers", "optimizer/cycle.py",
+             "    if verdict is Verdict.PARTIAL and last is not None:", "    if False:"),
+    Mutation("per-variant gaps make data partial", "optimizer/cycle.py", "    if gaps:\n", "    if False:\n"),
+    Mutation("rate-window coverage guard", "optimizer/cycle.py",
+             "elif s.window_coverage is not None and s.window_coverage < settings.min_window_coverage:",
+             "elif False:"),
+    Mutation("unknown demand does not renew the decision time", "optimizer/cycle.py",
+             "            if verdict.planned:\n                decided.add(v.id)", "            decided.add(v.id)"),
+    Mutation("min_replicas only without workload", "optimizer/cycle.py",
+             "    return min_replicas if demand.total <= 0 else 0", "    return min_replicas"),
+    Mutation("min_replicas applied at all", "optimizer/cycle.py",
+             "    return min_replicas if demand.total <= 0 else 0", "    return 0"),
+    Mutation("hold ageing (hold lead time)", "optimizer/decide.py",
+             "window = max(0.0, v.scale_down_window_s - settings.hold_lead_s)", "window = v.scale_down_window_s"),
+    Mutation("held replicas within the window only", "optimizer/stabilize.py",
+             "        if t <= start:\n            in_force_at_start = n\n        elif t <= now:",
+             "        if t <= now:"),
+    Mutation("hysteresis", "optimizer/stabilize.py", "        if p is None or n >= p:", "        if True:"),
+    Mutation("NOT_FOUND for unprofiled variants", "scaler/answer.py",
+             "    if view.profile_status != \"ok\":", "    if False:"),
+    Mutation("UNAVAILABLE when stale", "scaler/answer.py", "    if age > stale_after_s:", "    if False:"),
+    Mutation("UNAVAILABLE before any recommendation", "scaler/answer.py",
+             "    if view.recommendation is None or view.decided_at is None:", "    if view.recommendation is None:"),
+    Mutation("waiting wakes only the first responder", "scaler/answer.py",
+             "(mview.idle and trigger.variant == (mview.first_responder or trigger.variant))", "True"),
+    Mutation("trigger target floor (HPA milli-units)", "scaler/answer.py",
+             "MIN_TARGET <= target <= MAX_TARGET", "0 < target <= MAX_TARGET"),
+    Mutation("unknown trigger keys refused", "scaler/answer.py", "    if unknown:\n", "    if False:\n"),
+    Mutation("HPA dead band", "optimizer/hpa.py",
+             "    if current > 0 and 1.0 - tolerance <= value / (target * current) <= 1.0 + tolerance:",
+             "    if False:"),
+)
+
+
+def run(mutation: Mutation, tree: Path) -> tuple[bool, float]:
+    target = tree / mutation.path
+    original = target.read_text()
+    if original.count(mutation.before) != 1:
+        raise SystemExit(f"mutation {mutation.rule!r}: snippet not found exactly once in {mutation.path} "
+                         "(the rule moved: update scripts/mutation.py)")
+    target.write_text(original.replace(mutation.before, mutation.after))
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--timeout", "120",
+             *mutation.tests], cwd=tree, capture_output=True, text=True)
+    finally:
+        target.write_text(original)
+    return proc.returncode != 0, time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="write the score into BENCHMARKS.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gpumix-mutation-") as tmp:
+        tree = Path(tmp)
+        for name in ("optimizer", "scaler", "sim", "tests", "proto", "data", "pyproject.toml"):
+            src = ROOT / name
+            if src.is_dir():
+                shutil.copytree(src, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+            elif src.exists():
+                shutil.copy2(src, tree / name)
+        rows = []
+        for i, m in enumerate(MUTATIONS, 1):
+            killed, seconds = run(m, tree)
+            rows.append((m, killed))
+            print(f"[{i:2}/{len(MUTATIONS)}] {'killed ' if killed else 'SURVIVED'} {m.rule} ({seconds:.0f} s)",
+                  flush=True)
+    survived = [m.rule for m, killed in rows if not killed]
+    score = f"{len(rows) - len(survived)}/{len(rows)}"
+    print(f"mutation score: {score} killed" + (f"; survived: {', '.join(survived)}" if survived else ""))
+    if args.write:
+        sys.path.insert(0, str(ROOT))
+        from bench.report import write_section
+
+        lines = [f"`make mutation` — {score} safety-rule mutations killed (each removes or inverts one rule in a "
+                 "copy of the tree and runs the rule's tests; scripts/mutation.py lists them).", "",
+                 "| rule | file | caught |", "|---|---|---|"]
+        lines += [f"| {m.rule} | `{m.path}` | {'yes' if killed else '**no**'} |" for m, killed in rows]
+        write_section("Mutation check", "\n".join(lines))
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
