@@ -21,14 +21,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from scaler import logs, protogen
+from scaler import logs
+from scaler._proto import externalscaler_pb2 as pb
+from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.config import Config
 from scaler.loop import Table, VariantView
 from scaler.metric import legacy_int, metric_name, report_value
-
-protogen.ensure()
-from proto import externalscaler_pb2 as pb  # noqa: E402  (generated just above when missing or stale)
-from proto import externalscaler_pb2_grpc as pb_grpc  # noqa: E402
 
 log = logs.get("gpumix.keda")
 

@@ -6,11 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from scaler import protogen
-
-protogen.ensure()
-from proto import externalscaler_pb2 as pb  # noqa: E402
-from proto import externalscaler_pb2_grpc as pb_grpc  # noqa: E402
+from scaler._proto import externalscaler_pb2 as pb
+from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 
