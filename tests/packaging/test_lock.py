@@ -4,6 +4,7 @@ lower bounds (for people installing gpumix into their own environment), and the 
 from __future__ import annotations
 
 import re
+import sysconfig
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -57,7 +58,10 @@ def test_lock_rejects_what_is_not_an_exact_pin(text: str, problem: str) -> None:
 
 
 def _installed() -> dict[str, str]:
-    return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    # Only the venv's site-packages: sys.path can also hold copies vendored by other packages (setuptools puts
+    # its own `packaging` there once imported), which pip did not install.
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=paths)}
 
 
 def test_the_venv_has_exactly_the_locked_versions() -> None:
