@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 COMMANDS: dict[str, str] = {
     "serve": "run the KEDA external scaler and metrics adapter",
@@ -21,15 +21,40 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help when it has a default worth showing: not for flags (False),
+    options without one (None, []), or help that already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or default is argparse.SUPPRESS or default == []:
+            return text
+        return super()._get_help_string(action)
+
+
+def build_parser(load: Iterable[str] = ()) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The `gpumix` parser and its subcommand parsers; only the commands in `load` get their arguments (their
+    modules are imported)."""
+    from gpumix import __version__
+
+    load = set(load)
+    parser = argparse.ArgumentParser(prog="gpumix", description="cost-optimal autoscaling on mixed GPUs",
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gpumix {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands: dict[str, argparse.ArgumentParser] = {}
+    for name, helptext in COMMANDS.items():
+        p = commands[name] = sub.add_parser(name, help=helptext, description=helptext, formatter_class=HelpFormatter)
+        if name in load:
+            importlib.import_module(f"scaler.commands.{name}").add_arguments(p)
+    return parser, commands
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="gpumix", description="cost-optimal autoscaling on mixed GPUs")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, helptext in COMMANDS.items():
-        p = sub.add_parser(name, help=helptext, description=helptext)
-        if name == chosen:  # only the chosen command's module is imported
-            importlib.import_module(f"scaler.commands.{name}").add_arguments(p)
+    parser, _ = build_parser([chosen] if chosen in COMMANDS else [])  # only the chosen command's module
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -18,15 +18,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from scaler import logs, protogen
+from scaler import logs
+from scaler._proto import externalscaler_pb2 as pb
+from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.answer import Answer, Code, Trigger, TriggerError, is_active, metric_spec, metric_value, parse_trigger
 from scaler.config import Config
 from scaler.metric import legacy_int, legacy_target
 from scaler.table import Table
-
-protogen.ensure()
-from proto import externalscaler_pb2 as pb  # noqa: E402  (generated just above when missing or stale)
-from proto import externalscaler_pb2_grpc as pb_grpc  # noqa: E402
 
 log = logs.get("gpumix.keda")
 

@@ -108,6 +108,11 @@ def main() -> int:
                 shutil.copytree(src, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
             elif src.exists():
                 shutil.copy2(src, tree / name)
+        baseline = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *FAST],
+                                  cwd=tree, capture_output=True, text=True)
+        if baseline.returncode != 0:  # a mutant "killed" by a suite that fails anyway proves nothing
+            print(baseline.stdout[-3000:])
+            raise SystemExit("mutation: the unmutated tests fail in the copy; fix them first")
         rows = []
         for i, m in enumerate(MUTATIONS, 1):
             killed, seconds = run(m, tree)

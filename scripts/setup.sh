@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian machine with Python 3.11: a venv under the repo, the project with
-# its dev extras, and the Debian prometheus and redis-server packages the integration tests and demo run.
+# its dev extras at exactly the versions in constraints.txt (the lock; `make lock` refreshes it), and the
+# Debian prometheus and redis-server packages the integration tests and demo run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,8 +9,10 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet --upgrade 'pip>=25.3'  # 25.3: --build-constraint
+# The lock constrains the build too (setuptools, grpcio-tools generating scaler/_proto in the editable build),
+# so the stubs' protobuf gencode matches the locked protobuf runtime.
+.venv/bin/python -m pip install --quiet --constraint constraints.txt --build-constraint constraints.txt -e '.[dev]'
 
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)

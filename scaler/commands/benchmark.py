@@ -41,7 +41,7 @@ def _floats(text: str) -> list[float]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8000 (nothing else is contacted)")
     p.add_argument("--model", required=True, help="model name sent in each request")
-    p.add_argument("--api", choices=sorted(API_PATHS), default="completions")
+    p.add_argument("--api", choices=sorted(API_PATHS), default="completions", help="OpenAI API to call")
     p.add_argument("--input", type=_ints, default=[128, 512], help="prompt lengths in tokens, e.g. 128,512,2048")
     p.add_argument("--output", type=_ints, default=[32, 128], help="output lengths in tokens")
     load = p.add_mutually_exclusive_group(required=True)
@@ -59,9 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ignore-eos", action="store_true", help="do not send vLLM's ignore_eos")
     p.add_argument("--no-calibrate", action="store_true", help="do not calibrate prompt lengths on usage")
     p.add_argument("--api-key-env", help="environment variable holding a bearer token")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of arrivals and prompts")
     p.add_argument("--plot", type=Path, help="PNG: P99 TPOT and E2E against measured throughput per cell")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accelerator", required=True, help="GPU or MIG slice, e.g. A100-80GB or A100-40GB/3g.20gb")
     p.add_argument("--cost", type=float, required=True, help="cost per replica-hour")
     p.add_argument("--model", help="model name (default: the one in the rows)")
-    p.add_argument("--gpus-per-replica", type=int, default=1)
+    p.add_argument("--gpus-per-replica", type=int, default=1, help="GPUs one replica uses")
     p.add_argument("--out", type=Path, help="our profile JSON (default: profile-<variant>.json)")
     p.add_argument("--aibrix-out", type=Path, help="also write AIBrix's profile JSON")
     p.add_argument("--to", help="store in Redis: redis://host:port/[db]?model=NAME")

@@ -47,9 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", help="variant (Deployment) name of the synthesized profile")
     p.add_argument("--model-name", help="model name in the synthesized profile (default: --model-params name)")
     p.add_argument("--slo", help="SLO of the synthesized profile, e.g. tpot=0.05,ttft=1 (default: tpot=--tpot)")
-    p.add_argument("--percentile", default="99")
-    p.add_argument("--grid-inputs", default="128,256,512,1024,2048,4096")
-    p.add_argument("--grid-outputs", default="16,32,64,128,256,512")
+    p.add_argument("--percentile", default="99", help="percentile of the synthesized profile's SLO")
+    p.add_argument("--grid-inputs", default="128,256,512,1024,2048,4096",
+                   help="input lengths (tokens) of the synthesized profile's grid")
+    p.add_argument("--grid-outputs", default="16,32,64,128,256,512",
+                   help="output lengths (tokens) of the synthesized profile's grid")
     p.add_argument("--cost", type=float, help="cost per hour of the synthesized variant (default: catalog)")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,10 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "hpa-queue | hpa-queue:<variant> | static-peak | oracle | all (default)")
     parser.add_argument("--speedup", type=float, default=1.0, help="compress trace time by this factor")
     parser.add_argument("--routing", default="least-outstanding",
-                        choices=("least-outstanding", "round-robin", "plan-weighted"))
-    parser.add_argument("--seed", type=int, default=0)
+                        choices=("least-outstanding", "round-robin", "plan-weighted"),
+                        help="how the simulated load balancer spreads requests over replicas")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
-    parser.add_argument("--out", default="replay-out", help="directory for the PNG and results JSON")
+    # Not the current directory: a run's files go where caches go (XDG), and the command prints their paths.
+    parser.add_argument("--out", default=str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                             / "gpumix" / "replay"),
+                        help="directory for the PNG and results JSON")
 
 
 def _table(results: list) -> str:  # type: ignore[type-arg]

@@ -17,19 +17,25 @@ FLAGS = (
     ("--redis", "redis", str, "Redis URL for profiles and state (optional)"),
     ("--profiles", "profiles", str, "directory of profile JSON files (ours or AIBrix's)"),
     ("--inventory", "inventory", str, "static inventory YAML (models, variants, pools)"),
-    ("--grpc-port", "grpc_port", str, "gRPC port for KEDA (default 9090)"),
-    ("--http-port", "http_port", str, "HTTP port for /metrics and probes (default 8080)"),
-    ("--interval", "interval", str, "seconds between control cycles (default 15)"),
-    ("--stale-after", "stale_after", str, "answer UNAVAILABLE when the recommendation is older (s)"),
-    ("--bind", "bind", str, "address to listen on (default 127.0.0.1; 0.0.0.0 in a cluster)"),
+    ("--grpc-port", "grpc_port", str, "gRPC port for KEDA"),
+    ("--http-port", "http_port", str, "HTTP port for /metrics and probes"),
+    ("--interval", "interval", str, "seconds between control cycles"),
+    ("--stale-after", "stale_after", str,
+     "answer UNAVAILABLE when the recommendation is older (s; default: four intervals, at least 60)"),
+    ("--bind", "bind", str, "address to listen on (0.0.0.0 in a cluster)"),
     ("--log-level", "log_level", str, "debug, info, warning or error"),
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML configuration file (every field; flags and GPUMIX_* env win)")
+    # The flags default to None so that the config file and GPUMIX_* env can fill them; --help shows the
+    # built-in default that applies when none of them does.
+    builtin = Config()
     for flag, dest, kind, help_text in FLAGS:
-        parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+        default = getattr(builtin, dest)
+        shown = help_text if default is None or "default" in help_text else f"{help_text} (default: {default})"
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=shown)
     parser.add_argument("--kubernetes", action="store_true", default=None,
                         help="read Deployments, ScaledObjects and Nodes from the Kubernetes API")
 

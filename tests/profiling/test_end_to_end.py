@@ -25,6 +25,7 @@ from sim.fleet import load_fleet
 from sim.realtime import RealtimeFleet, ServerThread
 from sim.services import PrometheusServer, free_port
 from tests.conftest import REPO
+from tests.service.helpers import sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -91,14 +92,16 @@ def test_benchmark_profile_store_and_serve_reads_it(tmp_path: Path, redis_url: s
          "--grpc-port", str(free_port()), "--http-port", str(http_port), "--interval", "0.5"],
         stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env, cwd=REPO)
     try:
-        want = f'gpumix_profile_status{{model="{spec.model}",variant="{one.name}",status="ok"}} 1'
+        def profile_ok(text: str) -> bool:
+            return sample(text, "gpumix_profile_status", model=spec.model, variant=one.name, status="ok") == 1
+
         deadline = time.monotonic() + 30
         text = ""
-        while time.monotonic() < deadline and want not in text:
+        while time.monotonic() < deadline and not profile_ok(text):
             assert proc.poll() is None, log.read_text()[-3000:]
             time.sleep(0.3)
             text = _metrics(http_port)
-        assert want in text, (text[-2000:], log.read_text()[-2000:])
+        assert profile_ok(text), (text[-2000:], log.read_text()[-2000:])
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

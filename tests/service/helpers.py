@@ -6,11 +6,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from scaler import protogen
+from prometheus_client.parser import text_string_to_metric_families
 
-protogen.ensure()
-from proto import externalscaler_pb2 as pb  # noqa: E402
-from proto import externalscaler_pb2_grpc as pb_grpc  # noqa: E402
+from scaler._proto import externalscaler_pb2 as pb
+from scaler._proto import externalscaler_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 
@@ -38,3 +37,17 @@ def ref(model: str, variant: str, namespace: str = "llm", **extra: str) -> pb.Sc
 
 
 __all__ = ["eventually", "pb", "pb_grpc", "ref"]
+
+
+def samples(text: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called `name` whose labels include `labels`, parsed from a text
+    exposition the way Prometheus reads it (so number formatting and label order do not matter)."""
+    return [(s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one sample `name` with these labels (None when there is none)."""
+    found = samples(text, name, **labels)
+    assert len(found) <= 1, f"{name}{labels}: {len(found)} samples match"
+    return found[0][1] if found else None

@@ -75,6 +75,7 @@ ANSWERS = [
     ("unknown model", Trigger(VID, "other", 1.0), published(), Code.NOT_FOUND),
     ("no usable profile", TRIG, published(profile_status="invalid"), Code.NOT_FOUND),
     ("no recommendation yet", TRIG, published(recommendation=None, decided_at=None), Code.UNAVAILABLE),
+    ("restored, never decided from data", TRIG, published(decided_at=None), Code.UNAVAILABLE),
     ("stale recommendation", TRIG, published(decided_at=NOW - STALE_AFTER - 1), Code.UNAVAILABLE),
     ("just within stale_after", TRIG, published(decided_at=NOW - STALE_AFTER), Code.OK),
 ]
