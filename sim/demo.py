@@ -40,11 +40,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from optimizer.hpa import Behavior, ScalingPolicy, ScalingRules
 from optimizer.profile import load_profile
 from scaler import logs
 from sim.engine import Completion
 from sim.fleet import FleetSpec, load_fleet
-from sim.hpa_emulator import Behavior, Event, Fallback, ScaledObjectSpec, ScalingPolicy, ScalingRules
+from sim.keda_emulator import Event, Fallback, ScaledObjectSpec
 from sim.realtime import RealtimeFleet, ServerThread
 from sim.services import PrometheusServer, RedisServer, free_port, start_prometheus, start_redis
 

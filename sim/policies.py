@@ -27,22 +27,14 @@ import numpy.typing as npt
 from optimizer.decide import ModelState, Settings, VariantState, decide
 from optimizer.demand import Demand, from_trace
 from optimizer.forecast import peak_hold
+from optimizer.hpa import DEFAULT_SCALE_UP, Behavior, ScalingRules
 from optimizer.profile import Grid, Profile, common_grid, resample
 from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
 from optimizer.stabilize import prune
 from sim.engine import Fleet
 from sim.fleet import FleetSpec
-from sim.hpa_emulator import (
-    DEFAULT_SCALE_UP,
-    Behavior,
-    MetricSpec,
-    MetricValue,
-    RecommendationScaler,
-    ScaledObjectEmulator,
-    ScaledObjectRef,
-    ScaledObjectSpec,
-    ScalingRules,
-)
+from sim.hpa_emulator import RecommendationScaler
+from sim.keda_emulator import MetricSpec, MetricValue, ScaledObjectEmulator, ScaledObjectRef, ScaledObjectSpec
 
 CYCLE_S = 15.0  # gpumix's control interval (and the HPA's sync period)
 DEMAND_WINDOW_S = 60.0

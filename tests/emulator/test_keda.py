@@ -7,19 +7,18 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sim.hpa_emulator import (
-    Behavior,
+from optimizer.hpa import Behavior, ScalingPolicy, ScalingRules
+from sim.hpa_emulator import RecommendationScaler
+from sim.keda_emulator import (
     EmulatorConfigError,
     Fallback,
     MetricSpec,
     MetricValue,
-    RecommendationScaler,
     ScaledObjectEmulator,
     ScaledObjectRef,
     ScaledObjectSpec,
     ScalerCallError,
-    ScalingPolicy,
-    ScalingRules,
+    StreamBackoff,
     parse_scaled_object,
 )
 
@@ -133,21 +132,30 @@ def test_never_active_scales_to_zero_after_initial_cooldown() -> None:
     assert trace[60] == 0  # the poll at 60 is the first past the initial cooldown
 
 
-def test_fallback_after_threshold_then_recovery() -> None:
+@pytest.mark.parametrize(
+    ("version", "first_fallback_at"),
+    [
+        # Up to v2.18 only the HPA's metric reads (every 15 s) count failures: syncs at 30, 45, 60 fail,
+        # the 4th (t=75) passes failureThreshold 3.
+        ((2, 18), 75),
+        # From v2.19 the scale loop's poll counts too (getScalerState → GetMetricsWithFallback): poll 30,
+        # syncs 30 and 45, poll 60 → the threshold passes at t=60.
+        ((2, 20), 60),
+    ],
+)
+def test_fallback_after_threshold_then_recovery(version: tuple[int, int], first_fallback_at: int) -> None:
     fleet = Fleet(4)
     emu = ScaledObjectEmulator(
         spec(min_replicas=1, fallback=Fallback(failure_threshold=3, replicas=6),
              behavior=Behavior(scale_down=ScalingRules(0, (ScalingPolicy("Percent", 100, 15),)))),
-        fleet.scaler(), created_at=0.0)
+        fleet.scaler(), created_at=0.0, keda_version=version)
     fleet.recommendation = 4
     run(emu, fleet, 20)
     assert fleet.replicas == 4
     fleet.broken = {"metrics"}
     trace = dict(run(emu, fleet, 100, start=21))
-    # HPA syncs at 30, 45, 60 fail (failures 1..3: no scaling); the 4th (t=75) passes the threshold.
-    assert trace[74] == 4
-    assert trace[75] == 6
-    assert [e.kind for e in emu.events if e.kind in ("error", "fallback")][:4] == ["error"] * 3 + ["fallback"]
+    assert trace[first_fallback_at - 1] == 4
+    assert trace[first_fallback_at] == 6
     fleet.broken = set()
     trace = dict(run(emu, fleet, 130, start=101))
     assert trace[105] == 4  # first good read resets the count and goes back to the recommendation
@@ -161,7 +169,9 @@ def test_errors_without_fallback_do_not_scale() -> None:
     fleet.broken = {"active"}  # IsActive failing discards the whole read
     trace = dict(run(emu, fleet, 200))
     assert set(trace.values()) == {4}
-    assert emu.failures > 5
+    # fallback.go GetMetricsWithFallback tracks health only for ScaledObjects with a valid fallback.
+    assert emu.failures == 0
+    assert any(e.kind == "error" for e in emu.events)
 
 
 def test_recommendation_survives_tolerance_through_metric_value() -> None:
