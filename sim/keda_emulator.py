@@ -333,7 +333,7 @@ class ScaledObjectEmulator:
         self._record(Event(now, "push", current, current, f"active={active}"))
         if not active:
             return current
-        return self._request_scale(now, current, is_active=True, is_error=False)
+        return self.request_scale(now, current, is_active=True, is_error=False)
 
     # -- the scaler client (pkg/scaling/cache/scalers_cache.go) ------------------------------------------------
     def _call_spec(self) -> list[MetricSpec]:
@@ -411,9 +411,9 @@ class ScaledObjectEmulator:
         detail = f"active={is_active}" + (f" error={spec_error or next(r.error for r in reads if r.error)}"
                                           if is_error else "")
         self._record(Event(now, "poll", current, current, detail))
-        return self._request_scale(now, current, is_active=is_active, is_error=is_error)
+        return self.request_scale(now, current, is_active=is_active, is_error=is_error)
 
-    def _request_scale(self, now: float, current: int, *, is_active: bool, is_error: bool) -> int:
+    def request_scale(self, now: float, current: int, *, is_active: bool, is_error: bool) -> int:
         """scale_scaledobjects.go RequestScale, branch by branch."""
         spec = self.spec
         if is_active:

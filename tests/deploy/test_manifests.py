@@ -129,7 +129,7 @@ def test_validation_rejects_what_the_api_server_would() -> None:
     for mutate in (
         lambda o: o["spec"]["triggers"][0].pop("type"),
         lambda o: o["spec"].update(minReplicaCount=-1),
-        lambda o: o["spec"]["fallback"].update(behavior="sometimes"),
+        lambda o: o["spec"].update(fallback={"failureThreshold": 3, "replicas": 1, "behavior": "sometimes"}),
         lambda o: o["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"].update(
             tolerance=0.05),  # a float is not a quantity: must be "0.05"
         lambda o: o["spec"]["triggers"][0]["metadata"].update(model=7),
@@ -305,7 +305,7 @@ def test_kubectl_kustomize_agrees_when_installed() -> None:
 def test_lint_finds_nothing_wrong_with_rendered_objects_and_they_validate(tmp_path: Path) -> None:
     inv = load_inventory(DEPLOY / "examples" / "mig" / "inventory.yaml")
     for opts in (RenderOptions(), RenderOptions(push=True), RenderOptions(kubernetes_version="1.30"),
-                 RenderOptions(tolerance="0.05")):
+                 RenderOptions(tolerance="0.05", kubernetes_version="1.35", keda_version="2.18")):
         for name, text in render_all(inv.models, opts):
             (tmp_path / name).write_text(text)
             for obj in yaml.safe_load_all(text):
@@ -314,3 +314,65 @@ def test_lint_finds_nothing_wrong_with_rendered_objects_and_they_validate(tmp_pa
         # The example's own ScaledObjects plus these: two per Deployment, which lint must call out.
         assert has_errors(lint(docs))
         assert not has_errors(lint(load_documents([tmp_path]), inventory=inv))
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "keda", "tolerance_written"),
+    [
+        ("1.33", "2.17", False), ("1.34", "2.18", False),  # 1.34: the gate is still alpha, the field dropped
+        ("1.35", "2.17", False),  # the 2.17 CRD has no tolerance: strict apply would reject it
+        ("1.35", "2.18", True), ("1.35", "2.20", True),
+    ],
+)
+def test_render_writes_only_what_the_cluster_accepts(kubernetes: str, keda: str, tolerance_written: bool) -> None:
+    inv = load_inventory(DEPLOY / "examples" / "deepseek-coder-7b" / "inventory.yaml")
+    opts = RenderOptions(kubernetes_version=kubernetes, keda_version=keda)
+    keda_v = tuple(int(x) for x in keda.split("."))
+    for _, text in render_all(inv.models, opts):
+        (obj,) = [o for o in yaml.safe_load_all(text) if o]
+        validate_scaled_object(obj, keda=keda_v)  # type: ignore[arg-type]
+        behavior = obj["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert ("tolerance" in behavior["scaleUp"]) == tolerance_written
+        # Outage: no fallback, so KEDA leaves every variant as it is while gpumix is down.
+        assert "fallback" not in obj["spec"]
+
+
+def test_old_render_is_rejected_by_keda_2_17_strictly() -> None:
+    """What render wrote before (tolerance on 1.34 by default) fails strict apply on KEDA 2.12-2.17."""
+    inv = load_inventory(DEPLOY / "examples" / "deepseek-coder-7b" / "inventory.yaml")
+    obj = scaled_object(inv.models[0], inv.models[0].variants[0],
+                        RenderOptions(kubernetes_version="1.35", keda_version="2.18"))
+    with pytest.raises(AssertionError, match="tolerance"):
+        validate_scaled_object(obj, keda=(2, 17))
+
+
+@pytest.mark.parametrize(
+    ("name", "scaled_object", "phrase"),
+    [
+        ("Llama_70B.A100", None, "not a DNS-1123 name"),
+        ("m" * 55, None, "set the inventory's scaled_object"),  # keda-hpa-<55> is 64 characters
+        ("m" * 55, "short-name", None),  # a shorter ScaledObject name fixes it
+        ("ok-variant", "x" * 64, "is 64 characters"),
+    ],
+)
+def test_render_refuses_names_kubernetes_or_keda_would(name: str, scaled_object: str | None,
+                                                        phrase: str | None) -> None:
+    from scaler.inventory import ModelInfo, VariantInfo
+    from scaler.render import RenderError
+
+    model = ModelInfo("m", "llm", (VariantInfo(name=name, model="m", namespace="llm", scaled_object=scaled_object),))
+    if phrase is None:
+        ((_, text),) = render_all([model])
+        (obj,) = [o for o in yaml.safe_load_all(text) if o]
+        assert obj["metadata"]["name"] == scaled_object
+        return
+    with pytest.raises(RenderError, match=phrase):
+        render_all([model])
+
+
+def test_render_refuses_keda_without_float_fields() -> None:
+    from scaler.render import RenderError
+
+    inv = load_inventory(DEPLOY / "examples" / "deepseek-coder-7b" / "inventory.yaml")
+    with pytest.raises(RenderError, match=r"KEDA 2\.16 is not supported"):
+        render_all(inv.models, RenderOptions(keda_version="2.16"))
