@@ -93,10 +93,11 @@ def test_service_stack_is_complete_and_consistent(overlay: str) -> None:
         assert ("Service", "gpumix-redis") in objs
 
 
-def test_rbac_is_read_only_on_exactly_deployments_scaledobjects_nodes() -> None:
+def test_rbac_is_read_only_on_exactly_what_kube_watches() -> None:
     (role,) = [o for o in load_docs(DEPLOY / "base" / "rbac.yaml") if o["kind"] == "ClusterRole"]
     granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-    assert granted == {("apps", "deployments"), ("keda.sh", "scaledobjects"), ("", "nodes")}
+    assert granted == {("apps", "deployments"), ("keda.sh", "scaledobjects"),
+                       ("autoscaling", "horizontalpodautoscalers"), ("", "nodes")}
     for rule in role["rules"]:
         assert sorted(rule["verbs"]) == ["get", "list", "watch"]
 
