@@ -97,7 +97,7 @@ class Watch:
                 self.version = None  # re-list; no wait, the server is up
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ValueError, OSError) as exc:
                 log.warning("watch_restart", watch=self.name, error=str(exc)[:200], backoff_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -234,7 +234,7 @@ class KubeInventory:
 
     async def start(self, timeout: float = 10.0) -> None:
         self.tasks = [asyncio.create_task(w.run(self.api), name=f"watch-{w.name}") for w in self.watches]
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(w.synced.wait() for w in self.watches)), timeout)
         missing = [w.name for w in self.watches if not w.synced.is_set()]
         if missing:
