@@ -377,3 +377,14 @@ def test_render_refuses_keda_without_float_fields() -> None:
     inv = load_inventory(DEPLOY / "examples" / "deepseek-coder-7b" / "inventory.yaml")
     with pytest.raises(RenderError, match=r"KEDA 2\.16 is not supported"):
         render_all(inv.models, RenderOptions(keda_version="2.16"))
+
+
+def test_docs_state_the_versions_lint_checks() -> None:
+    from scaler import versions
+
+    k8s = f"{versions.MIN_KUBERNETES[0]}.{versions.MIN_KUBERNETES[1]}–{versions.MAX_KUBERNETES_TESTED[0]}." \
+          f"{versions.MAX_KUBERNETES_TESTED[1]}"
+    keda = f"{versions.MIN_KEDA[0]}.{versions.MIN_KEDA[1]}–{versions.MAX_KEDA_TESTED[0]}.{versions.MAX_KEDA_TESTED[1]}"
+    for doc in (REPO / "README.md", DEPLOY / "README.md"):
+        text = doc.read_text().replace(" – ", "–")
+        assert k8s in text and keda in text and "vLLM" in text, doc
