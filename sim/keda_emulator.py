@@ -446,9 +446,13 @@ class ScaledObjectEmulator:
     # -- the HPA and KEDA's metrics server --------------------------------------------------------------------
     def _sync(self, now: float, current: int) -> int:
         if self.hpa_metrics is None:
-            specs, _ = self._metric_specs()
-            if specs:
-                self.hpa_metrics = [(s.metric_name, s.target(self.version)) for s in specs]
+            specs, error = self._metric_specs()
+            if not specs:
+                # KEDA's controller builds the HPA's metrics from GetMetricSpec (controllers/keda/hpa.go
+                # getScaledObjectMetricSpecs): without them there is no HPA, and nothing scales.
+                self._record(Event(now, "error", current, current, f"HPA not created: {error}"))
+                return current
+            self.hpa_metrics = [(s.metric_name, s.target(self.version)) for s in specs]
         values: list[int | None] = []
         targets: list[int] = []
         if current > 0 and self.hpa_metrics is not None and current <= self.hpa.max_replicas \
