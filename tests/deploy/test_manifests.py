@@ -219,8 +219,8 @@ def test_alerts_fire_on_the_situations_they_name(tmp_path: Path) -> None:
                     "exp_annotations": {
                         "summary": "gpumix data for stale is 9m 10s old",
                         "description": "The newest Prometheus sample behind the plan of stale is older than 2 "
-                        "minutes, so gpumix withholds recommendations and KEDA falls back. Check the vLLM "
-                        "scrape (PodMonitor gpumix-vllm) and Prometheus itself."}}]},
+                        "minutes, so gpumix withholds recommendations and KEDA holds the current replicas. "
+                        "Check the vLLM scrape (PodMonitor gpumix-vllm) and Prometheus itself."}}]},
                 {"eval_time": "5m", "alertname": "GpumixSolverFallback",
                  "exp_alerts": [{"exp_labels": {"severity": "warning", "model": "hard"}}]},
                 {"eval_time": "9m", "alertname": "GpumixCoverageBelowOne",
