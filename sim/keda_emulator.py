@@ -280,6 +280,7 @@ class ScaledObjectEmulator:
 
     def __init__(self, spec: ScaledObjectSpec, scaler: ExternalScaler, created_at: float,
                  keda_version: KedaVersion = CURRENT_KEDA) -> None:
+        # Imported here: sim.hpa_emulator's in-process scaler speaks this module's wire types.
         from sim.hpa_emulator import HPA
 
         self.spec = spec
