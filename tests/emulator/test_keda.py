@@ -380,3 +380,31 @@ def test_fractional_target_needs_the_float_fields(version: tuple[int, int], repl
     fleet.recommendation = 5
     run(emu, fleet, 60)
     assert fleet.replicas == replicas
+
+
+@pytest.mark.parametrize(
+    ("field_kept", "aim_tolerance", "lands"),
+    [
+        # Kubernetes 1.34: the API server dropped behavior.*.tolerance, the HPA applies 0.1. Aiming with the
+        # ScaledObject's 0 (what gpumix read before) leaves 10 → 11 in the dead band forever.
+        (False, 0.0, 10),
+        # Aiming with the tolerance in force (scaler/kube.py reads it from the HPA): lands at or above 11.
+        (False, 0.1, 12),
+        # 1.35: the field is kept, 0 is in force, and aiming with 0 lands exactly.
+        (True, 0.0, 11),
+    ],
+)
+def test_tolerance_in_force_decides_whether_small_moves_land(field_kept: bool, aim_tolerance: float,
+                                                             lands: int) -> None:
+    zero = ScalingRules(0.0, (ScalingPolicy("Pods", 40, 15),), tolerance=0.0)
+    behavior = Behavior(scale_up=zero, scale_down=ScalingRules(300.0, (ScalingPolicy("Percent", 100, 15),),
+                                                               tolerance=0.0))
+    fleet = Fleet(10)
+    scaler = RecommendationScaler(lambda ref: fleet.recommendation, lambda ref: fleet.replicas, 1.0, aim_tolerance)
+    emu = ScaledObjectEmulator(spec(min_replicas=1, max_replicas=40, behavior=behavior,
+                                    tolerance_field_kept=field_kept), scaler, created_at=0.0)
+    fleet.recommendation = 10
+    run(emu, fleet, 10)
+    fleet.recommendation = 11
+    run(emu, fleet, 120, start=11)
+    assert fleet.replicas == lands
