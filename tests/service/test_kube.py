@@ -38,12 +38,12 @@ async def _until(kube: KubeInventory, check: Callable[[Inventory], bool], what: 
 
 
 async def test_inventory_from_list_and_watch(api: FakeApiServer) -> None:
+    before = set(threading.enumerate())
     kube = KubeInventory(Config(kubernetes=True, kube_api=api.url), resync_s=2)  # type: ignore[attr-defined]
     await kube.start()
     try:
-        # The watch runs on the event loop: the only other threads are the stand-in API server's.
-        ours = [t.name for t in threading.enumerate()
-                if t is not threading.main_thread() and "process_request" not in t.name and t.name != "fake-kube-api"]
+        # The watch runs on the event loop: the only threads started meanwhile are the stand-in API server's.
+        ours = [t.name for t in set(threading.enumerate()) - before if "process_request" not in t.name]
         assert ours == []
         inventory = kube.current()
         model = inventory.model("deepseek-coder-7b")
