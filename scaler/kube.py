@@ -151,7 +151,7 @@ class Api:
                  refresh: Any = None) -> None:
         self.host = host.rstrip("/")
         self.headers = dict(headers or {})
-        self.ssl_context = ssl_context
+        self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True  # True: aiohttp's default
         self.refresh = refresh  # called before each request (rotating in-cluster tokens)
         self.session: aiohttp.ClientSession | None = None
 
@@ -195,7 +195,7 @@ class Api:
 
     async def get_json(self, path: str, params: Mapping[str, str]) -> Obj:
         async with self._session().get(self.host + path, params=dict(params), headers=self._headers(),
-                                       ssl=self.ssl_context, timeout=aiohttp.ClientTimeout(total=30)) as r:
+                                       ssl=self.ssl, timeout=aiohttp.ClientTimeout(total=30)) as r:
             if r.status == 410:
                 raise Gone()
             r.raise_for_status()
@@ -204,7 +204,7 @@ class Api:
 
     def stream(self, path: str, params: Mapping[str, str]) -> Any:
         return self._session().get(self.host + path, params=dict(params), headers=self._headers(),
-                                   ssl=self.ssl_context)
+                                   ssl=self.ssl)
 
     async def close(self) -> None:
         if self.session is not None:
