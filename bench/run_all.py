@@ -12,6 +12,7 @@ BENCHES = [
     "bench.bench_replay",
     "bench.bench_calibration",
     "bench.bench_autofit",
+    "bench.bench_outage",
 ]
 
 

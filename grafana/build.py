@@ -22,11 +22,23 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 M = 'model="$model"'
 MN = 'model_name="$model", namespace="$namespace"'
 # DCGM series have no variant label: the variant is the Deployment, i.e. the pod name without its
-# ReplicaSet hash and pod suffix (<deployment>-<hash>-<5 chars>).
+# ReplicaSet hash and pod suffix (<deployment>-<hash>-<5 chars>). DCGM reports no DCGM_FI_DEV_GPU_UTIL for
+# MIG slices; DCGM_FI_PROF_GR_ENGINE_ACTIVE (a ratio) is reported for them and fills in where the first is
+# missing.
 GPU_UTIL_BY_VARIANT = (
-    'avg by (variant) (label_replace(DCGM_FI_DEV_GPU_UTIL{namespace="$namespace"}, "variant", "$1", "pod", '
+    'avg by (variant) (label_replace((DCGM_FI_DEV_GPU_UTIL{namespace="$namespace"} or '
+    '(DCGM_FI_PROF_GR_ENGINE_ACTIVE{namespace="$namespace"} * 100)), "variant", "$1", "pod", '
     '"(.+)-[a-z0-9]+-[a-z0-9]{5}")) and on (variant) group by (variant) (gpumix_desired_replicas{' + M + "})"
 )
+# Completed requests, aborted ones excluded (vllm:request_success_total's finished_reason label).
+SERVED = 'finished_reason!="abort"'
+
+
+def itl_rate(by: str, matchers: str, rate: str) -> str:
+    """Per-token latency buckets: vllm:inter_token_latency_seconds (vLLM 0.10.2+), else the old
+    vllm:time_per_output_token_seconds (deprecated in 0.11, hidden in 0.12: vllm/v1/metrics/loggers.py)."""
+    return (f"sum by ({by}) (rate(vllm:inter_token_latency_seconds_bucket{{{matchers}}}[{rate}])) or "
+            f"sum by ({by}) (rate(vllm:time_per_output_token_seconds_bucket{{{matchers}}}[{rate}]))")
 
 
 def target(expr: str, legend: str, ref: str) -> dict[str, Any]:
@@ -140,7 +152,7 @@ def model_dashboard() -> dict[str, Any]:
         row("Demand"),
         panel("Demand (req/s)", [
             (f"gpumix_demand_rps{{{M}}}", "demand (gpumix estimate)"),
-            (f"sum(rate(vllm:request_success_total{{{MN}}}[{rate}]))", "completions"),
+            (f"sum(rate(vllm:request_success_total{{{MN}, {SERVED}}}[{rate}]))", "completions"),
         ], unit="reqps", description="gpumix's demand estimate (completions plus the queue to drain) next to "
            "the measured completion rate; a gap means requests are queueing."),
         panel("Demand by bucket (input × output tokens)", [
@@ -181,10 +193,8 @@ def model_dashboard() -> dict[str, Any]:
             ("vector($ttft_slo)", "SLO"),
         ], unit="s"),
         panel("Time per output token, p99 per variant", [
-            (f"histogram_quantile(0.99, sum by (le, variant) "
-             f"(rate(vllm:time_per_output_token_seconds_bucket{{{MN}}}[{rate}])))", "{{variant}} p99"),
-            (f"histogram_quantile(0.5, sum by (le) (rate(vllm:time_per_output_token_seconds_bucket{{{MN}}}[{rate}])))",
-             "all p50"),
+            (f"histogram_quantile(0.99, {itl_rate('le, variant', MN, rate)})", "{{variant}} p99"),
+            (f"histogram_quantile(0.5, {itl_rate('le', MN, rate)})", "all p50"),
             ("vector($tpot_slo)", "SLO"),
         ], unit="s"),
         row("GPUs"),

@@ -16,18 +16,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from optimizer.hpa import in_window
+
 
 def held_replicas(history: Iterable[tuple[float, int]], now: float, window_s: float) -> int:
     """Highest recommendation in force at any time within the last `window_s` seconds: the HPA's
     scale-down stabilization keeps at least this many. A recommendation stays in force until the next
-    one, so the value published before the window opened counts too."""
+    one, so the value published before the window opened counts too. Which entries fall inside the window
+    is the HPA's own rule (`optimizer.hpa.in_window`), so both sides agree on the boundary."""
     if window_s <= 0:
         return 0
-    start = now - window_s
     in_force_at_start = 0
     held = 0
     for t, n in sorted(history):
-        if t <= start:
+        if not in_window(t, now, window_s):
             in_force_at_start = n
         elif t <= now:
             held = max(held, n)

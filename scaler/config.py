@@ -20,8 +20,20 @@ import yaml
 # PromQL templates. {window} is the rate window; {model}, {variant}, {namespace} are the configured label
 # names. Each query is aggregated over the whole fleet: the number of queries per cycle does not grow with
 # the number of variants.
+#
+# vLLM's series (vllm/v1/metrics/loggers.py, PrometheusStatLogger): request_success_total carries
+# finished_reason (stop, length, abort); an aborted request is not work served, so it is excluded (a series
+# without the label still matches `!="abort"`). TPOT: vllm:inter_token_latency_seconds from 0.10.2, with
+# vllm:time_per_output_token_seconds deprecated in 0.11, hidden in 0.12 (--show-hidden-metrics-for-version)
+# and removed later; the query reads the new name and falls back to the old one (`or`, per label set).
+# DCGM: DCGM_FI_DEV_GPU_UTIL (%) is not reported for MIG slices; DCGM_FI_PROF_GR_ENGINE_ACTIVE (a ratio) is,
+# so it fills in, as a percentage, wherever the first is missing.
+_GPU_UTIL = "(DCGM_FI_DEV_GPU_UTIL or (DCGM_FI_PROF_GR_ENGINE_ACTIVE * 100))"
 _COMMON_QUERIES: dict[str, str] = {
-    "completions": "sum by ({namespace}, {model}, {variant}) (rate(vllm:request_success_total[{window}]))",
+    "completions": (
+        "sum by ({namespace}, {model}, {variant}) "
+        '(rate(vllm:request_success_total{finished_reason!="abort"}[{window}]))'
+    ),
     "waiting": "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_waiting)",
     "running": "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_running)",
     "prompt_histogram": "sum by ({namespace}, {model}, le) (increase(vllm:request_prompt_tokens_bucket[{window}]))",
@@ -36,11 +48,12 @@ _COMMON_QUERIES: dict[str, str] = {
     ),
     "tpot_p99": (
         "histogram_quantile(0.99, sum by ({namespace}, {model}, le) "
+        "(rate(vllm:inter_token_latency_seconds_bucket[{window}])) or sum by ({namespace}, {model}, le) "
         "(rate(vllm:time_per_output_token_seconds_bucket[{window}])))"
     ),
     # DCGM has no variant label; the Deployment is the pod name minus its ReplicaSet and pod suffixes.
     "gpu_util": (
-        'avg by ({namespace}, deployment) (label_replace(DCGM_FI_DEV_GPU_UTIL, "deployment", "$1", "pod", '
+        'avg by ({namespace}, deployment) (label_replace(' + _GPU_UTIL + ', "deployment", "$1", "pod", '
         '"(.+)-[a-z0-9]+-[a-z0-9]+"))'
     ),
     "replicas": "max by (namespace, deployment) (kube_deployment_status_replicas)",

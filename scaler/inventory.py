@@ -30,11 +30,12 @@ from typing import Any
 
 import yaml
 
+from optimizer.defaults import DEFAULT_SCALE_DOWN_WINDOW_S, DEFAULT_TOLERANCE
+from optimizer.defaults import KEDA_DEFAULT_MAX_REPLICAS as DEFAULT_MAX_REPLICAS
 from optimizer.errors import InputError
 
-DEFAULT_SCALE_DOWN_WINDOW_S = 300.0  # the HPA's default
-DEFAULT_MAX_REPLICAS = 100  # KEDA's default maxReplicaCount
-DEFAULT_TOLERANCE = 0.1  # the HPA controller's --horizontal-pod-autoscaler-tolerance default
+__all__ = ["DEFAULT_MAX_REPLICAS", "DEFAULT_SCALE_DOWN_WINDOW_S", "DEFAULT_TOLERANCE", "Inventory", "InventoryError",
+           "ModelInfo", "VariantInfo", "load_inventory", "parse_inventory"]
 
 
 class InventoryError(InputError):
@@ -51,8 +52,9 @@ class VariantInfo:
     min_replicas: int = 0
     max_replicas: int = DEFAULT_MAX_REPLICAS
     scale_down_window_s: float = DEFAULT_SCALE_DOWN_WINDOW_S
-    # The HPA's per-direction tolerance (behavior.scaleUp/scaleDown.tolerance, Kubernetes >= 1.33); the
-    # value reported to KEDA is chosen knowing it, so the HPA lands exactly on the recommendation.
+    # The HPA's per-direction tolerance in force (behavior.scaleUp/scaleDown.tolerance where the cluster keeps
+    # it: Kubernetes >= 1.35 by default; scaler/kube.py reads it from the HPA object); the value reported to
+    # KEDA is chosen knowing it, so the HPA lands exactly on the recommendation.
     tolerance_up: float = DEFAULT_TOLERANCE
     tolerance_down: float = DEFAULT_TOLERANCE
     current_replicas: int | None = None

@@ -21,8 +21,17 @@ from typing import Any
 
 import yaml
 
+from optimizer.defaults import DEFAULT_SCALE_DOWN_WINDOW_S, DEFAULT_TOLERANCE, KEDA_DEFAULT_MAX_REPLICAS
 from scaler.inventory import Inventory
 from scaler.render import LABEL_MODEL, LABEL_VARIANT
+from scaler.scaledobject import BEHAVIOR_PATH, ScaledObject, read_scaled_object
+from scaler.versions import (
+    KEDA_TOLERANCE_FIELD,
+    MAX_KEDA_TESTED,
+    MAX_KUBERNETES_TESTED,
+    TOLERANCE_GATE_ON_BY_DEFAULT,
+    Version,
+)
 
 ERROR = "error"
 WARNING = "warning"
@@ -31,11 +40,11 @@ WARNING = "warning"
 MODEL_LABELS = (LABEL_MODEL, "model.aibrix.ai/name")
 REQUIRED_METADATA = ("scalerAddress", "model", "variant")
 KNOWN_METADATA = {*REQUIRED_METADATA, "namespace", "target"}
-HPA_DEFAULT_DOWN_WINDOW_S = 300
+HPA_DEFAULT_DOWN_WINDOW_S = round(DEFAULT_SCALE_DOWN_WINDOW_S)
 # The HPA's default scale-up policies: +4 pods or +100 % per 15 s, whichever is more.
 HPA_DEFAULT_UP_POLICIES = ({"type": "Pods", "value": 4, "periodSeconds": 15},
                            {"type": "Percent", "value": 100, "periodSeconds": 15})
-KEDA_DEFAULT_MAX = 100
+KEDA_DEFAULT_MAX = KEDA_DEFAULT_MAX_REPLICAS
 # Kubernetes' default grace period; vLLM needs longer to finish in-flight generations.
 DEFAULT_GRACE_S = 30
 
@@ -201,10 +210,12 @@ def _reach_in_one_period(policies: Sequence[Any], select: str, start: int) -> fl
 
 class _Linter:
     def __init__(self, docs: Sequence[Document], profiles: set[tuple[str | None, str]] | None,
-                 inventory: Inventory | None) -> None:
+                 inventory: Inventory | None, kubernetes: Version | None, keda: Version | None) -> None:
         self.docs = docs
         self.profiles = profiles
         self.inventory = inventory
+        self.kubernetes = kubernetes
+        self.keda = keda
         self.findings: list[Finding] = []
 
     def add(self, severity: str, doc: Document, message: str) -> None:
@@ -251,11 +262,15 @@ class _Linter:
             self.add(ERROR, so, "spec.triggers: more than one gpumix trigger; the HPA sums nothing and takes "
                      "the largest, so keep exactly one")
         target = _target(so)
-        if target is None:
-            self.add(ERROR, so, "spec.scaleTargetRef.name: missing")
+        parsed, problems = read_scaled_object(so.obj, so.source)
+        for problem in problems:
+            self.add(ERROR, so, problem)
         model = self.trigger(so, ours[0], target)
         self.counts(so, spec)
-        self.behaviour(so, spec)
+        if parsed is not None:
+            self.fallback(so, parsed)
+            self.versions(so, parsed)
+        self.behaviour(so, spec, parsed)
         return model
 
     def trigger(self, so: Document, trigger: Mapping[str, Any], target: tuple[str, str, str] | None) -> str:
@@ -312,15 +327,49 @@ class _Linter:
                          f"{vi.max_replicas}; make them equal so the plan is what the HPA can do")
         if "idleReplicaCount" in spec and spec.get("idleReplicaCount") != 0:
             self.add(ERROR, so, "spec.idleReplicaCount: only 0 is meaningful with gpumix; remove it")
-        if "fallback" not in spec:
-            self.add(WARNING, so, "spec.fallback: missing; when gpumix reports stale data (UNAVAILABLE) the "
-                     "HPA keeps its last metric with no rule. Add fallback {failureThreshold: 3, replicas: 0, "
-                     "behavior: currentReplicasIfHigher} so an outage never shrinks the fleet blind")
         if _get(spec, "advanced", "scalingModifiers", "formula"):
             self.add(WARNING, so, "spec.advanced.scalingModifiers.formula rewrites gpumix's value, so the HPA no "
                      "longer lands on the planned count; remove it")
 
-    def behaviour(self, so: Document, spec: Mapping[str, Any]) -> None:
+    def fallback(self, so: Document, parsed: ScaledObject) -> None:
+        """What the fallback does while gpumix is unreachable or answers UNAVAILABLE (see deploy/README.md,
+        'When gpumix is down'): no fallback holds every variant as it is."""
+        fb = parsed.fallback
+        if fb is None:
+            return
+        if fb.replicas == 0:
+            self.add(ERROR, so, "spec.fallback.replicas is 0: while gpumix is unreachable KEDA takes the "
+                     "scale-to-zero path and removes serving replicas after cooldownPeriod (RequestScale only holds "
+                     "them when fallback.replicas != 0). Remove spec.fallback: without it KEDA leaves every "
+                     "variant as it is during an outage")
+            return
+        if fb.behavior in ("static", "currentReplicasIfLower"):
+            self.add(ERROR, so, f"spec.fallback.behavior is {fb.behavior}: when gpumix's data goes stale the HPA "
+                     f"is told {fb.replicas} replicas, which shrinks a variant serving more. Remove spec.fallback "
+                     "(or use currentReplicasIfHigher)")
+        if self.keda is None or self.keda >= (2, 19):
+            self.add(WARNING, so, f"spec.fallback: from KEDA 2.19 an active fallback counts as activity "
+                     f"(isActiveOrFallback), so while gpumix answers UNAVAILABLE this variant is started from 0 "
+                     f"and raised to {max(fb.replicas, 1)} even when idle, on every variant with a fallback. "
+                     "Remove spec.fallback unless that cost is intended")
+
+    def versions(self, so: Document, parsed: ScaledObject) -> None:
+        where = BEHAVIOR_PATH
+        b = parsed.behavior
+        directions = [n for n, r in (("scaleUp", b.scale_up), ("scaleDown", b.scale_down)) if r.tolerance is not None]
+        if not directions:
+            return
+        if self.keda is not None and self.keda < KEDA_TOLERANCE_FIELD:
+            self.add(ERROR, so, f"{where}.{directions[0]}.tolerance: KEDA {self.keda[0]}.{self.keda[1]}'s "
+                     "ScaledObject CRD has no tolerance field (added in 2.18): strict apply rejects the object. "
+                     "Remove it (gpumix then compensates for the HPA's 10 %) or upgrade KEDA")
+        if self.kubernetes is not None and self.kubernetes < TOLERANCE_GATE_ON_BY_DEFAULT:
+            self.add(WARNING, so, f"{where}.{directions[0]}.tolerance: on Kubernetes {self.kubernetes[0]}."
+                     f"{self.kubernetes[1]} the HPAConfigurableTolerance gate is off by default and the API server "
+                     "drops the field; the HPA keeps the cluster's 10 % (gpumix reads the HPA and compensates). "
+                     "Remove it, or enable the gate")
+
+    def behaviour(self, so: Document, spec: Mapping[str, Any], parsed: ScaledObject | None = None) -> None:
         behavior = _get(spec, "advanced", "horizontalPodAutoscalerConfig", "behavior") or {}
         up = behavior.get("scaleUp") or {}
         down = behavior.get("scaleDown") or {}
@@ -329,17 +378,11 @@ class _Linter:
             if rules.get("selectPolicy") == "Disabled":
                 self.add(ERROR, so, f"{where}.{name}.selectPolicy is Disabled; the HPA never applies gpumix's "
                          f"{'increases' if name == 'scaleUp' else 'decreases'}. Use Max")
-            tol = rules.get("tolerance")
-            if isinstance(tol, float):
-                self.add(ERROR, so, f"{where}.{name}.tolerance is the number {tol}; Kubernetes wants a quantity: "
-                         f"write it as a string, \"{tol}\"")
-            elif tol is not None:
-                try:
-                    if float(tol) > 0.1:
-                        self.add(WARNING, so, f"{where}.{name}.tolerance {tol} is wider than the default 10 %; "
-                                 "gpumix's small moves will be ignored. Use 0")
-                except (TypeError, ValueError):
-                    self.add(ERROR, so, f"{where}.{name}.tolerance {tol!r} is not a number")
+        if parsed is not None:
+            for name, scaling in (("scaleUp", parsed.behavior.scale_up), ("scaleDown", parsed.behavior.scale_down)):
+                if scaling.tolerance is not None and scaling.tolerance > DEFAULT_TOLERANCE:
+                    self.add(WARNING, so, f"{where}.{name}.tolerance {scaling.tolerance:g} is wider than the default "
+                             "10 %; gpumix's small moves will be ignored. Use 0")
         up_window = _int(up.get("stabilizationWindowSeconds")) or 0
         if up_window > 0:
             self.add(WARNING, so, f"{where}.scaleUp.stabilizationWindowSeconds is {up_window}: every planned "
@@ -435,8 +478,23 @@ class _Linter:
 
 
 def lint(docs: Sequence[Document], profiles: set[tuple[str | None, str]] | None = None,
-         inventory: Inventory | None = None) -> list[Finding]:
-    return _Linter(docs, profiles, inventory).run()
+         inventory: Inventory | None = None, kubernetes_version: Version | None = None,
+         keda_version: Version | None = None) -> list[Finding]:
+    """Findings for these objects; the versions (when known) enable the checks that depend on them. Callers
+    refuse unsupported versions first (scaler.versions.check_supported)."""
+    return _Linter(docs, profiles, inventory, kubernetes_version, keda_version).run()
+
+
+def version_notes(kubernetes: Version | None, keda: Version | None) -> list[str]:
+    """Versions newer than the ones gpumix was checked against (they may work; the docs say what was)."""
+    notes = []
+    if kubernetes is not None and kubernetes > MAX_KUBERNETES_TESTED:
+        notes.append(f"Kubernetes {kubernetes[0]}.{kubernetes[1]} is newer than the newest checked "
+                     f"({MAX_KUBERNETES_TESTED[0]}.{MAX_KUBERNETES_TESTED[1]})")
+    if keda is not None and keda > MAX_KEDA_TESTED:
+        notes.append(f"KEDA {keda[0]}.{keda[1]} is newer than the newest checked ({MAX_KEDA_TESTED[0]}."
+                     f"{MAX_KEDA_TESTED[1]})")
+    return notes
 
 
 def has_errors(findings: Iterable[Finding]) -> bool:

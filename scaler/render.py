@@ -19,16 +19,27 @@ from typing import Any
 import yaml
 
 from scaler.inventory import Inventory, ModelInfo, VariantInfo
+from scaler.scaledobject import name_problems
+from scaler.versions import (
+    DEFAULT_KEDA_VERSION,
+    DEFAULT_KUBERNETES_VERSION,
+    VersionError,
+    check_supported,
+    parse_version,
+    tolerance_in_force,
+)
 
 DEFAULT_SCALER_ADDRESS = "gpumix.gpumix-system.svc.cluster.local:9090"
-DEFAULT_KUBERNETES_VERSION = "1.34"
-# The per-direction `tolerance` of HPA behaviour (KEP-4951, feature gate HPAConfigurableTolerance) is alpha
-# in 1.33 and beta, on by default, from 1.34. An API server without it drops the field silently.
-TOLERANCE_MIN_VERSION = (1, 34)
 POLLING_INTERVAL_S = 15  # gpumix's default control interval; the HPA also syncs every 15 s
-FALLBACK_FAILURE_THRESHOLD = 3
 # The HPA accepts a scaling policy period of at most 30 minutes and a window of at most one hour.
 MAX_WINDOW_S = 3600
+OUTAGE_NOTE = (
+    "No `fallback`, on purpose: while gpumix is unreachable or answers UNAVAILABLE, KEDA with no fallback "
+    "leaves every variant as it is (scale_scaledobjects.go RequestScale: TriggerError, no scaling; the HPA "
+    "gets no metric and keeps the count). A fallback with replicas 0 would let KEDA scale serving variants "
+    "to zero after cooldownPeriod; one with replicas > 0 wakes every idle variant from KEDA 2.19 on "
+    "(isActiveOrFallback). See deploy/README.md, 'When gpumix is down'."
+)
 
 LABEL_MODEL = "gpumix.io/model"
 LABEL_VARIANT = "gpumix.io/variant"
@@ -44,25 +55,50 @@ class RenderOptions:
     scaler_address: str = DEFAULT_SCALER_ADDRESS
     push: bool = False
     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
-    # None: write `tolerance: 0` when the version supports the field, nothing otherwise.
+    keda_version: str = DEFAULT_KEDA_VERSION
+    # None: write `tolerance: 0` where the cluster keeps the field, nothing otherwise.
     tolerance: str | None = None
 
 
-def parse_version(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?", text.strip())
-    if not m:
-        raise RenderError(f"--kubernetes-version: expected MAJOR.MINOR such as 1.34, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
 def tolerance_for(options: RenderOptions) -> str | None:
-    """The tolerance to write (a Kubernetes quantity as text), or None to leave the field out."""
+    """The tolerance to write (a Kubernetes quantity as text), or None to leave the field out. The field is
+    written only where both KEDA's CRD has it (v2.18+) and the API server keeps it (HPAConfigurableTolerance
+    on by default from 1.35): elsewhere strict apply rejects it, or the API server drops it silently."""
+    try:
+        k8s = parse_version(options.kubernetes_version, "--kubernetes-version")
+        keda = parse_version(options.keda_version, "--keda-version")
+        check_supported(k8s, keda)
+    except VersionError as exc:
+        raise RenderError(str(exc)) from exc
     if options.tolerance is not None:
         if not re.fullmatch(r"\d+(\.\d+)?", options.tolerance):
             raise RenderError(f"--tolerance: expected a non-negative decimal such as 0 or 0.05, got "
                               f"{options.tolerance!r}")
+        if not tolerance_in_force(k8s, keda):
+            raise RenderError(f"--tolerance: Kubernetes {options.kubernetes_version} with KEDA "
+                              f"{options.keda_version} cannot keep behavior.*.tolerance (it needs KEDA >= 2.18 "
+                              "and Kubernetes >= 1.35, or 1.33/1.34 with the HPAConfigurableTolerance gate on: "
+                              "then pass --kubernetes-version 1.35)")
         return options.tolerance
-    return "0" if parse_version(options.kubernetes_version) >= TOLERANCE_MIN_VERSION else None
+    return "0" if tolerance_in_force(k8s, keda) else None
+
+
+def check_names(models: Iterable[ModelInfo]) -> None:
+    """Every ScaledObject name and the HPA name KEDA derives from it must be accepted by the API server and
+    KEDA's webhook; all problems at once."""
+    problems = []
+    for m in models:
+        for v in m.variants:
+            where = f"variant {v.namespace}/{v.name}"
+            if v.scaled_object is None:
+                hint = " (the ScaledObject is named after the Deployment: set the inventory's scaled_object)"
+                problems += [f"{where}: {p}{hint if 'DNS-1123' not in p else ''}"
+                             for p in name_problems(v.name, where="name")]
+            else:
+                problems += [f"{where}: {p}" for p in name_problems(v.name, where="name") if "DNS-1123" in p]
+                problems += [f"{where}: {p}" for p in name_problems(v.scaled_object, where="scaled_object")]
+    if problems:
+        raise RenderError("; ".join(problems))
 
 
 def _quantity(text: str) -> int | str:
@@ -94,8 +130,8 @@ def _spec_tree(model: ModelInfo, variant: VariantInfo, options: RenderOptions) -
             node["tolerance"] = _C(
                 _quantity(tolerance),
                 "No dead band: gpumix reports exactly the count it wants, so any change is meant. Needs "
-                "HPAConfigurableTolerance (beta, on by default from Kubernetes 1.34); gpumix reads this field "
-                "and otherwise compensates for the cluster-wide 10 % itself.",
+                "HPAConfigurableTolerance (beta, on by default from Kubernetes 1.35) and KEDA >= 2.18; gpumix "
+                "reads the tolerance the HPA really got and otherwise compensates for the cluster-wide 10 %.",
             )
         return node
 
@@ -151,15 +187,6 @@ def _spec_tree(model: ModelInfo, variant: VariantInfo, options: RenderOptions) -
         "maxReplicaCount": _C(
             max_replicas,
             "From the inventory (max_replicas): the planner never asks for more.",
-        ),
-        "fallback": _C(
-            {
-                "failureThreshold": FALLBACK_FAILURE_THRESHOLD,
-                "replicas": variant.min_replicas,
-                "behavior": "currentReplicasIfHigher",
-            },
-            "When gpumix answers UNAVAILABLE (stale or missing data) three polls in a row, keep the "
-            "current replicas (never shrink blind), and at least min_replicas.",
         ),
         "advanced": {
             "horizontalPodAutoscalerConfig": {
@@ -283,7 +310,7 @@ def render_yaml(model: ModelInfo, variant: VariantInfo, options: RenderOptions |
     out = _wrap(
         f"ScaledObject for variant {variant.name} of model {model.name}, written by `gpumix render`. "
         "Change counts in the inventory and render again rather than editing here; `gpumix lint` checks "
-        "hand-made ones.",
+        "hand-made ones. " + OUTAGE_NOTE,
         "",
     )
     _emit(_tree(model, variant, options), 0, out)
@@ -301,7 +328,12 @@ def select_models(inventory: Inventory, model: str | None) -> list[ModelInfo]:
 
 
 def render_all(models: Iterable[ModelInfo], options: RenderOptions | None = None) -> list[tuple[str, str]]:
-    """(file name, YAML text) per variant, in inventory order."""
+    """(file name, YAML text) per variant, in inventory order; RenderError names every object the cluster
+    would refuse."""
+    models = list(models)
+    options = options or RenderOptions()
+    tolerance_for(options)
+    check_names(models)
     return [
         (f"{v.namespace}-{v.scaled_object or v.name}.yaml", render_yaml(m, v, options))
         for m in models

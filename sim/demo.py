@@ -40,11 +40,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from optimizer.hpa import Behavior, ScalingPolicy, ScalingRules
 from optimizer.profile import load_profile
 from scaler import logs
 from sim.engine import Completion
 from sim.fleet import FleetSpec, load_fleet
-from sim.hpa_emulator import Behavior, Event, Fallback, ScaledObjectSpec, ScalingPolicy, ScalingRules
+from sim.keda_emulator import Event, ScaledObjectSpec
 from sim.realtime import RealtimeFleet, ServerThread
 from sim.services import PrometheusServer, RedisServer, free_port, start_prometheus, start_redis
 
@@ -200,7 +201,7 @@ class Stack:
                           "variant": v.name, "namespace": self.spec.namespace},
                 trigger_type="external-push", min_replicas=self.min_replicas.get(v.name, 0),
                 max_replicas=v.max_replicas, polling_interval_s=t.polling_s, cooldown_period_s=t.cooldown_s,
-                fallback=Fallback(3, 1, "currentReplicas"), behavior=Behavior(up, down), hpa_sync_period_s=t.hpa_sync_s,
+                behavior=Behavior(up, down), hpa_sync_period_s=t.hpa_sync_s,  # no fallback: deploy/README.md
             )
             for v in self.spec.variants
         ]

@@ -13,7 +13,7 @@ from scaler.answer import Answer, Trigger, TriggerError, is_active, metric_spec,
 from scaler.config import Config
 from scaler.metric import legacy_int, legacy_target
 from scaler.table import Table
-from sim.hpa_emulator import MetricSpec, MetricValue, ScaledObjectRef, ScalerCallError
+from sim.keda_emulator import MetricSpec, MetricValue, ScaledObjectRef, ScalerCallError
 
 
 class InProcessScaler:

@@ -4,7 +4,8 @@ KEDA does, and drives ScaledObjectEmulators against a fleet on the wall clock.
 - `GrpcExternalScaler`: GetMetricSpec, GetMetrics, IsActive with KEDA's 3 s deadline, plaintext h2c, one
   channel per scaler address; a status error becomes `ScalerCallError` (the emulator counts it like KEDA).
 - `StreamIsActive` (trigger type `external-push`): a thread per ScaledObject holds the stream open and
-  reconnects with KEDA's backoff (2 s doubling to 60 s); every message goes to the driver at once.
+  reconnects with KEDA's backoff (`sim.keda_emulator.StreamBackoff`: 2 s doubling to 60 s, reset only when a
+  stream ends cleanly, from KEDA 2.18); every message goes to the driver at once.
 - `KedaDriver`: one thread running every due poll / HPA sync of every ScaledObject, reading and setting the
   Deployment's replicas through callables (the real-time fleet's `replicas` / `set_replicas`).
 
@@ -21,24 +22,25 @@ from typing import Any
 
 import grpc
 
+from optimizer.defaults import KEDA_GRPC_TIMEOUT_S
 from scaler import logs
 from scaler._proto import externalscaler_pb2 as pb
 from scaler._proto import externalscaler_pb2_grpc as pb_grpc
-from sim.hpa_emulator import (
+from sim.keda_emulator import (
+    CURRENT_KEDA,
     Event,
+    KedaVersion,
     MetricSpec,
     MetricValue,
     ScaledObjectEmulator,
     ScaledObjectRef,
     ScaledObjectSpec,
     ScalerCallError,
+    StreamBackoff,
 )
 
 log = logs.get("gpumix.sim.keda")
 
-KEDA_GRPC_DEADLINE_S = 3.0
-STREAM_BACKOFF_START_S = 2.0
-STREAM_BACKOFF_MAX_S = 60.0
 
 
 def _ref(ref: ScaledObjectRef) -> Any:
@@ -46,12 +48,15 @@ def _ref(ref: ScaledObjectRef) -> Any:
 
 
 class GrpcExternalScaler:
-    def __init__(self, address: str, timeout_s: float = KEDA_GRPC_DEADLINE_S) -> None:
+    def __init__(self, address: str, timeout_s: float = KEDA_GRPC_TIMEOUT_S,
+                 keda_version: KedaVersion = CURRENT_KEDA) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.ExternalScalerStub(self.channel)
+        self.keda_version = keda_version
         self.calls: dict[str, int] = {"GetMetricSpec": 0, "GetMetrics": 0, "IsActive": 0, "StreamIsActive": 0}
+        self.stream_waits: list[float] = []  # every reconnect wait, in order (tests read the backoff)
         self._lock = threading.Lock()
 
     def _call(self, name: str, fn: Callable[..., Any], request: Any) -> Any:
@@ -77,27 +82,31 @@ class GrpcExternalScaler:
         return bool(self._call("IsActive", self.stub.IsActive, _ref(ref)).result)
 
     def hold_stream(self, ref: ScaledObjectRef, on_message: Callable[[bool], None], stop: threading.Event) -> None:
-        """StreamIsActive until `stop`: reconnects with backoff like KEDA. Blocks; run it in a thread."""
-        backoff = STREAM_BACKOFF_START_S
+        """StreamIsActive until `stop`, reconnecting as KEDA's runStreamIsActive does. Blocks; run it in a
+        thread."""
+        backoff = StreamBackoff(self.keda_version)
         while not stop.is_set():
             with self._lock:
                 self.calls["StreamIsActive"] += 1
             call = self.stub.StreamIsActive(_ref(ref))
             cancel = threading.Thread(target=lambda c=call: (stop.wait(), c.cancel()), daemon=True)
             cancel.start()
+            clean = False
             try:
                 for msg in call:
-                    backoff = STREAM_BACKOFF_START_S
                     on_message(bool(msg.result))
+                clean = True  # the server ended the stream with status OK (io.EOF on KEDA's side)
             except grpc.RpcError as e:
                 if stop.is_set():
                     return
                 code = e.code() if hasattr(e, "code") else None
                 log.info("stream_is_active_lost", scaled_object=ref.name, code=code.name if code else None,
-                         retry_in_s=backoff)
-            if stop.wait(backoff):
+                         retry_in_s=backoff.retry_s)
+            wait = backoff.after_end(clean)
+            with self._lock:
+                self.stream_waits.append(wait)
+            if stop.wait(wait):
                 return
-            backoff = min(STREAM_BACKOFF_MAX_S, backoff * 2)
 
     def close(self) -> None:
         self.channel.close()
@@ -115,13 +124,15 @@ class KedaDriver:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_event: Callable[[ScaledObjectSpec, Event], None] | None = None,
+        keda_version: KedaVersion = CURRENT_KEDA,
     ) -> None:
         self.scaler = scaler
         self.get_replicas = get_replicas
         self.set_replicas = set_replicas
         self.clock = clock
         self.t0 = clock()
-        self.emulators = {s.name: ScaledObjectEmulator(s, scaler, created_at=0.0) for s in specs}
+        self.emulators = {s.name: ScaledObjectEmulator(s, scaler, created_at=0.0, keda_version=keda_version)
+                          for s in specs}
         if on_event is not None:
             for emu in self.emulators.values():
                 emu.listeners.append(lambda e, spec=emu.spec: on_event(spec, e))

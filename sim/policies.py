@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from optimizer.decide import ModelState, VariantState, decide
 from optimizer.demand import Demand, from_trace
+from optimizer.hpa import DEFAULT_SCALE_UP, Behavior, ScalingRules
 from optimizer.ids import VariantId
 from optimizer.profile import Grid, Profile, common_grid, resample
 from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
@@ -38,17 +39,8 @@ from scaler.table import Table
 from sim.engine import Completion, Fleet
 from sim.exposition import fleet_samples
 from sim.fleet import FleetSpec
-from sim.hpa_emulator import (
-    DEFAULT_SCALE_UP,
-    Behavior,
-    MetricSpec,
-    MetricValue,
-    ScaledObjectEmulator,
-    ScaledObjectRef,
-    ScaledObjectSpec,
-    ScalingRules,
-)
 from sim.inprocess import InProcessScaler
+from sim.keda_emulator import MetricSpec, MetricValue, ScaledObjectEmulator, ScaledObjectRef, ScaledObjectSpec
 from sim.promsim import TSDB, SimObserver, SimPrometheus
 from sim.realtime import PodStats
 

@@ -5,11 +5,16 @@ One aiohttp server per fleet serves:
 - `/metrics`: for every serving or draining pod, vLLM V1 series (`vllm:num_requests_running`,
   `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc`, `vllm:request_success_total{finished_reason}`,
   `vllm:prompt_tokens_total`, `vllm:generation_tokens_total` and the histograms `vllm:request_prompt_tokens`,
-  `vllm:request_generation_tokens`, `vllm:time_to_first_token_seconds`, `vllm:time_per_output_token_seconds`,
+  `vllm:request_generation_tokens`, `vllm:time_to_first_token_seconds`, the per-token latency histogram,
   `vllm:e2e_request_latency_seconds`, `vllm:request_queue_time_seconds`) labelled `model_name`, `namespace`,
-  `pod`, `variant`; for every pod that holds a GPU (starting pods too), DCGM's `DCGM_FI_DEV_GPU_UTIL` with
-  the exporter's labels (`gpu`, `UUID`, `modelName`, `namespace`, `pod`, `container`; no variant, as the
-  real exporter); per variant kube-state-metrics' `kube_deployment_spec_replicas`,
+  `pod`, `variant`, named as the chosen vLLM release names them (vllm/v1/metrics/loggers.py,
+  PrometheusStatLogger): "0.12" (current, the default) `vllm:inter_token_latency_seconds` only; "0.10"
+  `vllm:time_per_output_token_seconds` only, and the KV cache also as the deprecated
+  `vllm:gpu_cache_usage_perc`. For every pod that holds a GPU (starting pods too), DCGM's
+  `DCGM_FI_DEV_GPU_UTIL` (%) with the exporter's labels (`gpu`, `UUID`, `modelName`, `namespace`, `pod`,
+  `container`; no variant, as the real exporter); a MIG slice has no GPU_UTIL in DCGM, only
+  `DCGM_FI_PROF_GR_ENGINE_ACTIVE` (a ratio, with `GPU_I_ID` / `GPU_I_PROFILE`). Per variant
+  kube-state-metrics' `kube_deployment_spec_replicas`,
   `kube_deployment_status_replicas`, `kube_deployment_status_replicas_ready`.
 - `/v1/completions`, `/v1/chat/completions` (streaming SSE and not; `stream_options.include_usage`),
   `/v1/models`, `/health`: each request is submitted into the engine and its tokens are paced from
@@ -52,6 +57,7 @@ LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.
                    240.0, 480.0, 960.0, 1920.0, 7680.0)
 TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 
+VLLM_RELEASES = ("0.10", "0.12")
 UTIL_WINDOW_S = 5.0  # DCGM reports a duty cycle over a short sampling window
 CHAT_TEMPLATE_TOKENS = 4  # per message, roughly what a chat template adds
 _WORDS = ("the", "model", "serves", "tokens", "on", "mixed", "GPUs", "at", "low", "cost", "and", "meets", "its",
@@ -139,8 +145,11 @@ class RealtimeFleet:
     """The engine on a wall clock (seconds since construction, or since `clock`'s origin), thread-safe."""
 
     def __init__(self, spec: FleetSpec, *, seed: int = 0, routing: str = "least-outstanding",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, vllm: str = "0.12") -> None:
+        if vllm not in VLLM_RELEASES:
+            raise ValueError(f"vllm: one of {', '.join(VLLM_RELEASES)}, got {vllm!r}")
         self.spec = spec
+        self.vllm = vllm
         self.clock = clock
         self.t0 = clock()
         self.engine = Fleet(spec, seed=seed, routing=routing, start=0.0)
@@ -154,6 +163,8 @@ class RealtimeFleet:
         self.listeners: list[Callable[[Completion], None]] = []
         self._gpu_name = {v.name: _gpu_model_name(v.accelerator) for v in spec.variants}
         self._gpus = {v.name: v.gpus for v in spec.variants}
+        # A MIG slice: "<GPU>/<profile>" in the catalog's naming.
+        self._mig = {v.name: v.accelerator.split("/", 1)[1] for v in spec.variants if "/" in v.accelerator}
         for v in spec.variants:
             with contextlib.suppress(Exception):  # catalog names are nicer when known
                 self._gpu_name[v.name] = _gpu_model_name(accelerator(v.accelerator).name)
@@ -255,6 +266,8 @@ class RealtimeFleet:
         counters: dict[str, list[str]] = defaultdict(list)
         hists: dict[str, list[str]] = defaultdict(list)
         dcgm: list[str] = []
+        prof: list[str] = []
+        tpot_name = "vllm:time_per_output_token_seconds" if self.vllm == "0.10" else "vllm:inter_token_latency_seconds"
         with self.lock:
             for r in snap.replicas:
                 gpus = self._gpus.get(r.variant, 1)
@@ -262,13 +275,20 @@ class RealtimeFleet:
                 for g in range(gpus):
                     lab = _labels(gpu=str(g), UUID=_gpu_uuid(r.pod, g), modelName=self._gpu_name[r.variant],
                                   namespace=ns, pod=r.pod, container="vllm")
-                    dcgm.append(f"DCGM_FI_DEV_GPU_UTIL{{{lab}}} {_fmt(round(util, 1))}")
+                    profile = self._mig.get(r.variant)
+                    if profile is None:
+                        dcgm.append(f"DCGM_FI_DEV_GPU_UTIL{{{lab}}} {_fmt(round(util, 1))}")
+                    else:
+                        mig_lab = f'{lab},{_labels(GPU_I_ID=str(g + 1), GPU_I_PROFILE=profile)}'
+                        prof.append(f"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{mig_lab}}} {_fmt(round(util / 100, 3))}")
                 if r.state not in ("serving", "draining"):
                     continue  # a starting pod's vLLM server is not up yet: nothing to scrape
                 lab = _labels(model_name=spec.model, namespace=ns, pod=r.pod, variant=r.variant)
                 gauges["vllm:num_requests_running"].append(f"{{{lab}}} {r.running}")
                 gauges["vllm:num_requests_waiting"].append(f"{{{lab}}} {r.waiting}")
                 gauges["vllm:kv_cache_usage_perc"].append(f"{{{lab}}} {_fmt(r.kv_usage)}")
+                if self.vllm == "0.10":
+                    gauges["vllm:gpu_cache_usage_perc"].append(f"{{{lab}}} {_fmt(r.kv_usage)}")
                 counters["vllm:prompt_tokens_total"].append(f"{{{lab}}} {r.prompt_tokens}")
                 counters["vllm:generation_tokens_total"].append(f"{{{lab}}} {r.generation_tokens}")
                 stats = self.pods.get(r.pod) or PodStats(r.variant)
@@ -280,7 +300,7 @@ class RealtimeFleet:
                 for name, h in (("vllm:request_prompt_tokens", stats.prompt_tokens),
                                 ("vllm:request_generation_tokens", stats.generation_tokens),
                                 ("vllm:time_to_first_token_seconds", stats.ttft),
-                                ("vllm:time_per_output_token_seconds", stats.tpot),
+                                (tpot_name, stats.tpot),
                                 ("vllm:e2e_request_latency_seconds", stats.e2e),
                                 ("vllm:request_queue_time_seconds", stats.queue)):
                     hists[name].extend(h.lines(name, lab))
@@ -292,6 +312,8 @@ class RealtimeFleet:
             out += [f"# TYPE {name} histogram", *rows]
         if dcgm:
             out += ["# TYPE DCGM_FI_DEV_GPU_UTIL gauge", *dcgm]
+        if prof:
+            out += ["# TYPE DCGM_FI_PROF_GR_ENGINE_ACTIVE gauge", *prof]
         for metric, attr in (("kube_deployment_spec_replicas", "replicas"),
                              ("kube_deployment_status_replicas", "replicas"),
                              ("kube_deployment_status_replicas_ready", "ready")):

@@ -9,7 +9,6 @@ from pathlib import Path
 from scaler import logs
 from scaler.inventory import InventoryError, load_inventory
 from scaler.render import (
-    DEFAULT_KUBERNETES_VERSION,
     DEFAULT_SCALER_ADDRESS,
     RenderError,
     RenderOptions,
@@ -18,6 +17,7 @@ from scaler.render import (
     select_models,
     tolerance_for,
 )
+from scaler.versions import DEFAULT_KEDA_VERSION, DEFAULT_KUBERNETES_VERSION
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,13 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kubernetes-version",
         default=DEFAULT_KUBERNETES_VERSION,
         metavar="X.Y",
-        help="the cluster's version; from 1.34 the HPA's per-direction tolerance is written "
-        f"(default {DEFAULT_KUBERNETES_VERSION})",
+        help="the cluster's version (supported 1.30-1.35); from 1.35, with KEDA >= 2.18, the HPA's "
+        f"per-direction tolerance is written (default {DEFAULT_KUBERNETES_VERSION})",
+    )
+    parser.add_argument(
+        "--keda-version",
+        default=DEFAULT_KEDA_VERSION,
+        metavar="X.Y",
+        help=f"KEDA's version (supported 2.17-2.20; older is refused) (default {DEFAULT_KEDA_VERSION})",
     )
     parser.add_argument(
         "--tolerance",
         metavar="RATIO",
-        help="write this per-direction HPA tolerance whatever the version (e.g. 0 or 0.05)",
+        help="write this per-direction HPA tolerance (e.g. 0 or 0.05; needs a cluster that keeps the field)",
     )
     parser.add_argument(
         "-o", "--output", metavar="DIR", help="write one file per ScaledObject into DIR (default: stdout)"
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         scaler_address=args.scaler_address,
         push=args.push,
         kubernetes_version=args.kubernetes_version,
+        keda_version=args.keda_version,
         tolerance=args.tolerance,
     )
     try:

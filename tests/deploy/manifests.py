@@ -125,17 +125,46 @@ def manifest_files() -> list[Path]:
 
 
 @cache
-def _keda_schema() -> dict[str, Any]:
+def _keda_schema(keda: tuple[int, int] = (2, 20)) -> dict[str, Any]:
+    """The bundled CRD's schema, as an older KEDA release has it: before v2.18 the behavior rules have no
+    `tolerance` (config/crd/bases/keda.sh_scaledobjects.yaml at v2.17.0 vs v2.18.0)."""
     crd = yaml.safe_load(KEDA_CRD.read_text())
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
-    return version["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+    schema: dict[str, Any] = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+    if keda < (2, 18):
+        behavior = schema["properties"]["spec"]["properties"]["advanced"]["properties"][
+            "horizontalPodAutoscalerConfig"]["properties"]["behavior"]["properties"]
+        for direction in ("scaleUp", "scaleDown"):
+            behavior[direction]["properties"].pop("tolerance", None)
+    return schema
 
 
-def validate_scaled_object(obj: dict[str, Any]) -> None:
-    """Raises jsonschema.ValidationError / AssertionError like the API server would reject the object."""
+def unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields the schema does not declare: what strict field validation (kubectl apply's default since
+    1.27) rejects."""
+    out: list[str] = []
+    if isinstance(obj, dict) and "properties" in schema:
+        for key, value in obj.items():
+            sub = schema["properties"].get(key)
+            if sub is None:
+                if not schema.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in schema:
+                    out.append(f"{path}.{key}".lstrip("."))
+                continue
+            out += unknown_fields(value, sub, f"{path}.{key}")
+    elif isinstance(obj, list) and "items" in schema:
+        for i, item in enumerate(obj):
+            out += unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return out
+
+
+def validate_scaled_object(obj: dict[str, Any], keda: tuple[int, int] = (2, 20)) -> None:
+    """Raises jsonschema.ValidationError / AssertionError like the API server would reject the object
+    (strict field validation included) with this KEDA release's CRD."""
     assert obj.get("apiVersion") == "keda.sh/v1alpha1" and obj.get("kind") == "ScaledObject", obj.get("kind")
-    jsonschema.validate(obj, _keda_schema(), cls=jsonschema.Draft7Validator,
-                        format_checker=jsonschema.FormatChecker())
+    schema = _keda_schema(keda)
+    jsonschema.validate(obj, schema, cls=jsonschema.Draft7Validator, format_checker=jsonschema.FormatChecker())
+    unknown = [f for f in unknown_fields(obj, schema) if not f.startswith(("metadata.", "status."))]
+    assert not unknown, f"unknown fields (strict apply rejects them): {unknown}"
     spec = obj["spec"]
     # The CRD's x-kubernetes-validations rule (CEL), which jsonschema does not evaluate.
     assert spec.get("minReplicaCount", 0) <= spec.get("maxReplicaCount", 100), "minReplicaCount > maxReplicaCount"

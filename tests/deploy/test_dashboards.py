@@ -159,7 +159,9 @@ def test_dashboards_have_the_required_panels() -> None:
     for needle in ("gpumix_demand_rps", "gpumix_demand_bucket_rps", "gpumix_desired_replicas",
                    "gpumix_current_replicas", "gpumix_plan_cost_per_hour", "gpumix_plan_coverage",
                    "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:time_to_first_token_seconds",
-                   "vllm:time_per_output_token_seconds", "DCGM_FI_DEV_GPU_UTIL", "gpumix_solve_seconds",
+                   "vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds",
+                   'finished_reason!="abort"', "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+                   "gpumix_solve_seconds",
                    "gpumix_data_age_seconds", "gpumix_observation_errors_total", "label_replace"):
         assert needle in exprs, needle
 
@@ -211,3 +213,29 @@ def test_gpu_utilisation_is_attributed_to_variants(stack: Stack) -> None:
     assert running and running <= set(stack.variants), running
     for r in result:
         assert 0.0 <= float(r["value"][1]) <= 100.0
+
+
+def test_mig_slices_have_gpu_utilisation(tmp_path: Path) -> None:
+    """DCGM reports no DCGM_FI_DEV_GPU_UTIL for a MIG slice, only DCGM_FI_PROF_GR_ENGINE_ACTIVE: the GPU panel
+    must still show the MIG variant (the simulator exports what dcgm-exporter does)."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "grafana"))
+    from build import GPU_UTIL_BY_VARIANT
+
+    spec = load_fleet()
+    base = spec.variants[0]
+    mig = dataclasses.replace(base, name=f"{spec.model}-a100-3g", accelerator="A100-40GB/3g.20gb",
+                              cold_start_s=0.1, initial_replicas=1)
+    full = dataclasses.replace(base, cold_start_s=0.1, initial_replicas=1)
+    fleet = RealtimeFleet(dataclasses.replace(spec, variants=(full, mig)), seed=3)
+    with ServerThread(fleet) as sim:
+        prometheus = start_prometheus(tmp_path, [sim.target])
+        try:
+            stack = Stack(prometheus, spec.model, spec.namespace, [full.name, mig.name], tmp_path / "none.log")
+            query = _substitute(GPU_UTIL_BY_VARIANT.split(" and on ")[0], stack, {})
+            result = _wait(lambda: [r for r in _get(prometheus, "/api/v1/query", query=query)["data"]["result"]
+                                    if r["metric"].get("variant") == mig.name], 60, "MIG utilisation")
+            assert 0.0 <= float(result[0]["value"][1]) <= 100.0
+        finally:
+            prometheus.stop()

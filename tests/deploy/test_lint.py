@@ -129,7 +129,23 @@ CASES: list[Case] = [
      [(ERROR, "write it as a string")]),
     ("wide tolerance", lambda o: behaviour(o)["scaleDown"].update(tolerance="0.2"),
      [(WARNING, "wider than the default")]),
-    ("no fallback", lambda o: so(o)["spec"].pop("fallback"), [(WARNING, "spec.fallback: missing")]),
+    # Outage behaviour (deploy/README.md, "When gpumix is down"): no fallback holds every variant.
+    ("fallback replicas 0, as gpumix rendered before", lambda o: so(o)["spec"].update(
+        fallback={"failureThreshold": 3, "replicas": 0, "behavior": "currentReplicasIfHigher"}),
+     [(ERROR, "spec.fallback.replicas is 0")]),
+    ("static fallback shrinks serving variants", lambda o: so(o)["spec"].update(
+        fallback={"failureThreshold": 3, "replicas": 2}),
+     [(ERROR, "spec.fallback.behavior is static"), (WARNING, "from KEDA 2.19")]),
+    ("fallback wakes idle variants from KEDA 2.19", lambda o: so(o)["spec"].update(
+        fallback={"failureThreshold": 3, "replicas": 1, "behavior": "currentReplicasIfHigher"}),
+     [(WARNING, "isActiveOrFallback")]),
+    # KEDA's webhook (scaledobject_webhook.go): the name and keda-hpa-<name> at most 63 characters.
+    ("ScaledObject name too long for its HPA", lambda o: so(o)["metadata"].update(name="v" * 55),
+     [(ERROR, "keda-hpa-" + "v" * 55)]),
+    ("ScaledObject name over 63", lambda o: so(o)["metadata"].update(name="v" * 64),
+     [(ERROR, "is 64 characters"), (ERROR, "keda-hpa-")]),
+    ("ScaledObject name not DNS-1123", lambda o: so(o)["metadata"].update(name="Llama_70B.A100"),
+     [(ERROR, "not a DNS-1123 name")]),
     ("max differs from inventory", lambda o: so(o)["spec"].update(maxReplicaCount=3),
      [(WARNING, "maxReplicaCount is 3 but the inventory plans with max_replicas 8")]),
     ("scaling modifiers", lambda o: so(o)["spec"]["advanced"].update(
@@ -185,3 +201,50 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "broken.yaml").write_text("a: [")
     assert main(["lint", str(tmp_path / "broken.yaml")]) == 2
     assert "cannot read YAML" in capsys.readouterr().err
+
+
+def with_tolerance(objs: list[dict[str, Any]]) -> None:
+    behaviour(objs)["scaleUp"]["tolerance"] = 0
+    behaviour(objs)["scaleDown"]["tolerance"] = 0
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "keda", "expected"),
+    [
+        # The CRD has behavior.*.tolerance only from KEDA 2.18: strict apply refuses it on 2.17.
+        ((1, 35), (2, 17), [(ERROR, "KEDA 2.17's ScaledObject CRD has no tolerance field")]),
+        # HPAConfigurableTolerance is off by default before 1.35: the API server drops the field.
+        ((1, 34), (2, 18), [(WARNING, "the API server drops the field")]),
+        ((1, 33), (2, 20), [(WARNING, "the API server drops the field")]),
+        ((1, 35), (2, 18), []),
+        (None, None, []),
+    ],
+)
+def test_lint_tolerance_by_version(kubernetes: tuple[int, int] | None, keda: tuple[int, int] | None,
+                                   expected: list[tuple[str, str]]) -> None:
+    objs = good()
+    with_tolerance(objs)
+    findings = lint([Document(f"case#{i}", o) for i, o in enumerate(objs)], inventory=INVENTORY,
+                    kubernetes_version=kubernetes, keda_version=keda)
+    got = [(f.severity, f.message) for f in findings if f.obj.endswith("deepseek-coder-7b-v100")
+           and "ScaledObject" in f.obj]
+    assert len(got) == len(expected), "\n".join(map(str, findings))
+    for (severity, phrase), (gs, gm) in zip(expected, got, strict=True):
+        assert severity == gs and phrase in gm, gm
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "phrase"),
+    [
+        (["--keda-version", "2.16"], 2, "KEDA 2.16 is not supported"),
+        (["--keda-version", "2.12"], 2, "only integer targets"),
+        (["--kubernetes-version", "1.29"], 2, "Kubernetes 1.29 is not supported"),
+        (["--keda-version", "two"], 2, "--keda-version: expected MAJOR.MINOR"),
+        (["--keda-version", "2.17", "--kubernetes-version", "1.33"], 0, "0 errors"),
+        (["--keda-version", "2.21"], 0, "newer than the newest checked"),
+    ],
+)
+def test_lint_cli_versions(flags: list[str], code: int, phrase: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lint", str(EXAMPLE), "--errors-only", *flags]) == code
+    captured = capsys.readouterr()
+    assert phrase in captured.err + captured.out

@@ -93,10 +93,11 @@ def test_service_stack_is_complete_and_consistent(overlay: str) -> None:
         assert ("Service", "gpumix-redis") in objs
 
 
-def test_rbac_is_read_only_on_exactly_deployments_scaledobjects_nodes() -> None:
+def test_rbac_is_read_only_on_exactly_what_kube_watches() -> None:
     (role,) = [o for o in load_docs(DEPLOY / "base" / "rbac.yaml") if o["kind"] == "ClusterRole"]
     granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-    assert granted == {("apps", "deployments"), ("keda.sh", "scaledobjects"), ("", "nodes")}
+    assert granted == {("apps", "deployments"), ("keda.sh", "scaledobjects"),
+                       ("autoscaling", "horizontalpodautoscalers"), ("", "nodes")}
     for rule in role["rules"]:
         assert sorted(rule["verbs"]) == ["get", "list", "watch"]
 
@@ -129,7 +130,7 @@ def test_validation_rejects_what_the_api_server_would() -> None:
     for mutate in (
         lambda o: o["spec"]["triggers"][0].pop("type"),
         lambda o: o["spec"].update(minReplicaCount=-1),
-        lambda o: o["spec"]["fallback"].update(behavior="sometimes"),
+        lambda o: o["spec"].update(fallback={"failureThreshold": 3, "replicas": 1, "behavior": "sometimes"}),
         lambda o: o["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"].update(
             tolerance=0.05),  # a float is not a quantity: must be "0.05"
         lambda o: o["spec"]["triggers"][0]["metadata"].update(model=7),
@@ -218,8 +219,8 @@ def test_alerts_fire_on_the_situations_they_name(tmp_path: Path) -> None:
                     "exp_annotations": {
                         "summary": "gpumix data for stale is 9m 10s old",
                         "description": "The newest Prometheus sample behind the plan of stale is older than 2 "
-                        "minutes, so gpumix withholds recommendations and KEDA falls back. Check the vLLM "
-                        "scrape (PodMonitor gpumix-vllm) and Prometheus itself."}}]},
+                        "minutes, so gpumix withholds recommendations and KEDA holds the current replicas. "
+                        "Check the vLLM scrape (PodMonitor gpumix-vllm) and Prometheus itself."}}]},
                 {"eval_time": "5m", "alertname": "GpumixSolverFallback",
                  "exp_alerts": [{"exp_labels": {"severity": "warning", "model": "hard"}}]},
                 {"eval_time": "9m", "alertname": "GpumixCoverageBelowOne",
@@ -305,7 +306,7 @@ def test_kubectl_kustomize_agrees_when_installed() -> None:
 def test_lint_finds_nothing_wrong_with_rendered_objects_and_they_validate(tmp_path: Path) -> None:
     inv = load_inventory(DEPLOY / "examples" / "mig" / "inventory.yaml")
     for opts in (RenderOptions(), RenderOptions(push=True), RenderOptions(kubernetes_version="1.30"),
-                 RenderOptions(tolerance="0.05")):
+                 RenderOptions(tolerance="0.05", kubernetes_version="1.35", keda_version="2.18")):
         for name, text in render_all(inv.models, opts):
             (tmp_path / name).write_text(text)
             for obj in yaml.safe_load_all(text):
@@ -314,3 +315,76 @@ def test_lint_finds_nothing_wrong_with_rendered_objects_and_they_validate(tmp_pa
         # The example's own ScaledObjects plus these: two per Deployment, which lint must call out.
         assert has_errors(lint(docs))
         assert not has_errors(lint(load_documents([tmp_path]), inventory=inv))
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "keda", "tolerance_written"),
+    [
+        ("1.33", "2.17", False), ("1.34", "2.18", False),  # 1.34: the gate is still alpha, the field dropped
+        ("1.35", "2.17", False),  # the 2.17 CRD has no tolerance: strict apply would reject it
+        ("1.35", "2.18", True), ("1.35", "2.20", True),
+    ],
+)
+def test_render_writes_only_what_the_cluster_accepts(kubernetes: str, keda: str, tolerance_written: bool) -> None:
+    inv = load_inventory(DEPLOY / "examples" / "deepseek-coder-7b" / "inventory.yaml")
+    opts = RenderOptions(kubernetes_version=kubernetes, keda_version=keda)
+    keda_v = tuple(int(x) for x in keda.split("."))
+    for _, text in render_all(inv.models, opts):
+        (obj,) = [o for o in yaml.safe_load_all(text) if o]
+        validate_scaled_object(obj, keda=keda_v)  # type: ignore[arg-type]
+        behavior = obj["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert ("tolerance" in behavior["scaleUp"]) == tolerance_written
+        # Outage: no fallback, so KEDA leaves every variant as it is while gpumix is down.
+        assert "fallback" not in obj["spec"]
+
+
+def test_old_render_is_rejected_by_keda_2_17_strictly() -> None:
+    """What render wrote before (tolerance on 1.34 by default) fails strict apply on KEDA 2.12-2.17."""
+    inv = load_inventory(DEPLOY / "examples" / "deepseek-coder-7b" / "inventory.yaml")
+    obj = scaled_object(inv.models[0], inv.models[0].variants[0],
+                        RenderOptions(kubernetes_version="1.35", keda_version="2.18"))
+    with pytest.raises(AssertionError, match="tolerance"):
+        validate_scaled_object(obj, keda=(2, 17))
+
+
+@pytest.mark.parametrize(
+    ("name", "scaled_object", "phrase"),
+    [
+        ("Llama_70B.A100", None, "not a DNS-1123 name"),
+        ("m" * 55, None, "set the inventory's scaled_object"),  # keda-hpa-<55> is 64 characters
+        ("m" * 55, "short-name", None),  # a shorter ScaledObject name fixes it
+        ("ok-variant", "x" * 64, "is 64 characters"),
+    ],
+)
+def test_render_refuses_names_kubernetes_or_keda_would(name: str, scaled_object: str | None,
+                                                        phrase: str | None) -> None:
+    from scaler.inventory import ModelInfo, VariantInfo
+    from scaler.render import RenderError
+
+    model = ModelInfo("m", "llm", (VariantInfo(name=name, model="m", namespace="llm", scaled_object=scaled_object),))
+    if phrase is None:
+        ((_, text),) = render_all([model])
+        (obj,) = [o for o in yaml.safe_load_all(text) if o]
+        assert obj["metadata"]["name"] == scaled_object
+        return
+    with pytest.raises(RenderError, match=phrase):
+        render_all([model])
+
+
+def test_render_refuses_keda_without_float_fields() -> None:
+    from scaler.render import RenderError
+
+    inv = load_inventory(DEPLOY / "examples" / "deepseek-coder-7b" / "inventory.yaml")
+    with pytest.raises(RenderError, match=r"KEDA 2\.16 is not supported"):
+        render_all(inv.models, RenderOptions(keda_version="2.16"))
+
+
+def test_docs_state_the_versions_lint_checks() -> None:
+    from scaler import versions
+
+    k8s = f"{versions.MIN_KUBERNETES[0]}.{versions.MIN_KUBERNETES[1]}–{versions.MAX_KUBERNETES_TESTED[0]}." \
+          f"{versions.MAX_KUBERNETES_TESTED[1]}"
+    keda = f"{versions.MIN_KEDA[0]}.{versions.MIN_KEDA[1]}–{versions.MAX_KEDA_TESTED[0]}.{versions.MAX_KEDA_TESTED[1]}"
+    for doc in (REPO / "README.md", DEPLOY / "README.md"):
+        text = doc.read_text().replace(" – ", "–")
+        assert k8s in text and keda in text and "vLLM" in text, doc

@@ -12,20 +12,12 @@ import time
 
 import pytest
 
+from optimizer.hpa import Behavior, ScalingPolicy, ScalingRules
 from optimizer.ids import VariantId
 from scaler import keda
 from scaler.config import Config
 from scaler.table import Published, Table, VariantView
-from sim.hpa_emulator import (
-    Behavior,
-    Fallback,
-    ScaledObjectEmulator,
-    ScaledObjectRef,
-    ScaledObjectSpec,
-    ScalerCallError,
-    ScalingPolicy,
-    ScalingRules,
-)
+from sim.keda_emulator import Fallback, ScaledObjectEmulator, ScaledObjectRef, ScaledObjectSpec, ScalerCallError
 from sim.keda_grpc import GrpcExternalScaler
 
 pytestmark = pytest.mark.integration
@@ -95,19 +87,22 @@ async def run(emu: ScaledObjectEmulator, replicas: int, syncs: range) -> int:
 
 async def test_no_fallback_when_get_metric_spec_fails(scaler: GrpcExternalScaler) -> None:
     """NOT_FOUND from GetMetricSpec (unknown variant): KEDA has no metric target to fall back with, so it
-    reports errors and the HPA holds the current count (the open KEDA bug the reference describes)."""
+    reports errors and the HPA holds the current count (scalers_cache.go GetMetricSpecForScalingForScaler:
+    "got empty metric spec" after one retry; fallback.go is never reached)."""
     emu = ScaledObjectEmulator(_spec(), scaler, created_at=0.0)
     replicas = await run(emu, 2, range(6))
     assert replicas == 2
     assert {e.kind for e in emu.events if e.kind in ("error", "fallback")} == {"error"}
-    assert "GetMetricSpec NOT_FOUND" in next(e.detail for e in emu.events if e.kind == "error")
+    assert "got empty metric spec" in next(e.detail for e in emu.events if e.kind == "error")
+    assert emu.failures == 0
 
 
 async def test_fallback_engages_and_recovers_over_a_real_channel(scaler: GrpcExternalScaler, table: Table) -> None:
     vid = VariantId("llm", "m-l4")
     view = VariantView(id=vid, model="m", profile_status="ok")
     table.publish(Published(variants={vid: view}))
-    emu = ScaledObjectEmulator(_spec(), scaler, created_at=0.0)
+    # KEDA 2.18: only the HPA's reads count failures (from 2.19 the scale loop's polls count too).
+    emu = ScaledObjectEmulator(_spec(), scaler, created_at=0.0, keda_version=(2, 18))
     # No recommendation yet: GetMetrics answers UNAVAILABLE; syncs at 0 and 15 fail (failures 1, 2), the
     # one at 30 passes the threshold and KEDA reports fallback.replicas.
     replicas = await run(emu, 2, range(3))

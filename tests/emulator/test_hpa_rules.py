@@ -1,26 +1,28 @@
-"""The HPA's rules, one table per rule, each row a case from the Kubernetes documentation or the
-controller's code paths (pkg/controller/podautoscaler/horizontal.go)."""
+"""The HPA's rules (optimizer/hpa.py) and the controller's memory (sim/hpa_emulator.HPA), one table per rule,
+each row a case from the Kubernetes documentation or the controller's code paths
+(pkg/controller/podautoscaler/horizontal.go, replica_calculator.go)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sim.hpa_emulator import (
+from optimizer.hpa import (
     DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
-    HPA,
     Behavior,
-    Fallback,
     ScalingPolicy,
     ScalingRules,
-    fallback_replicas,
-    hpa_proposal,
-    limit_rate,
-    sanitize,
+    desired_replicas,
+    normalize,
+    normalize_legacy,
+    proposal,
     scale_down_limit,
     scale_up_limit,
     stabilize,
+    stabilize_legacy,
 )
+from sim.hpa_emulator import HPA
+from sim.keda_emulator import Fallback, fallback_replicas, to_milli
 
 
 @pytest.mark.parametrize(
@@ -40,7 +42,7 @@ from sim.hpa_emulator import (
     ],
 )
 def test_hpa_proposal(values: list[float | None], targets: list[float], current: int, expected: int | None) -> None:
-    assert hpa_proposal(values, targets, current) == expected
+    assert proposal(values, targets, current) == expected
 
 
 @pytest.mark.parametrize(
@@ -111,8 +113,8 @@ def test_scale_down_limit(current: int, down_events: list[tuple[float, int]], ru
         (7, 7, 1, 30, 7),
     ],
 )
-def test_limit_rate(desired: int, current: int, lo: int, hi: int, expected: int) -> None:
-    assert limit_rate(desired, current, lo, hi, [], [], Behavior(), 0.0) == expected
+def test_normalize(desired: int, current: int, lo: int, hi: int, expected: int) -> None:
+    assert normalize(desired, current, lo, hi, [], [], Behavior(), 0.0) == expected
 
 
 @pytest.mark.parametrize(
@@ -130,9 +132,54 @@ def test_fallback_replicas(behavior: str, current: int, expected: int) -> None:
     assert fallback_replicas(Fallback(3, 3, behavior), current) == expected  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("raw", "clean"), [(float("nan"), 0.0), (float("inf"), 0.0), (-3.0, 0.0), (2.5, 2.5)])
-def test_sanitize(raw: float, clean: float) -> None:
-    assert sanitize(raw) == clean
+@pytest.mark.parametrize(
+    ("raw", "version", "milli"),
+    [
+        (float("nan"), (2, 20), 0), (float("inf"), (2, 20), 0), (-3.0, (2, 20), 0), (2.5, (2, 20), 2500),
+        # scaler.go GenerateMetricInMili: v2.20 rounds to thousandths, earlier releases truncate.
+        (0.0029996, (2, 20), 3), (0.0029996, (2, 19), 2),
+    ],
+)
+def test_to_milli(raw: float, version: tuple[int, int], milli: int) -> None:
+    assert to_milli(raw, version) == milli
+
+
+@pytest.mark.parametrize(
+    ("value", "current", "up", "down", "expected"),
+    [
+        # replica_calculator.go Tolerances.isWithin: 1 − down ≤ ratio ≤ 1 + up keeps the count.
+        (11.0, 10, 0.1, 0.1, 10),  # 10 → 11 is inside the default dead band: never lands
+        (11.0, 10, 0.0, 0.1, 11),  # up tolerance 0: lands
+        (9.0, 10, 0.0, 0.1, 10),  # the down direction keeps its own band
+        (9.0, 10, 0.1, 0.0, 9),
+        (10.0, 10, 0.0, 0.0, 10),  # exactly on target: no change even with no dead band
+        (10.001, 10, 0.0, 0.0, 11),  # ceil of anything above the target
+    ],
+)
+def test_per_direction_tolerance(value: float, current: int, up: float, down: float, expected: int) -> None:
+    assert desired_replicas(value, 1.0, current, up, tolerance_down=down) == expected
+
+
+@pytest.mark.parametrize(
+    ("history", "now", "desired", "window", "expected"),
+    [
+        ([(0.0, 9)], 300.0, 3, 300.0, 9),  # stabilizeRecommendation: a sample exactly at the cutoff counts
+        ([(0.0, 9)], 300.5, 3, 300.0, 3),
+        ([(100.0, 2)], 300.0, 5, 300.0, 5),  # no up window on the legacy path
+    ],
+)
+def test_stabilize_legacy(history: list[tuple[float, int]], now: float, desired: int, window: float,
+                          expected: int) -> None:
+    assert stabilize_legacy(history, now, desired, window) == expected
+
+
+@pytest.mark.parametrize(
+    ("desired", "current", "lo", "hi", "expected"),
+    [(50, 1, 1, 100, 4), (50, 10, 1, 100, 20), (50, 10, 1, 15, 15), (0, 10, 2, 100, 2)],
+)
+def test_normalize_legacy(desired: int, current: int, lo: int, hi: int, expected: int) -> None:
+    # convertDesiredReplicasWithRules: at most max(2·current, 4) going up, then min/max.
+    assert normalize_legacy(desired, current, lo, hi) == expected
 
 
 def test_hpa_default_behaviour_over_time() -> None:
@@ -143,7 +190,7 @@ def test_hpa_default_behaviour_over_time() -> None:
     for k in range(30):
         now = 15.0 * k
         value = 20.0 if now < 60 else 3.0
-        r = hpa.sync(now, current, [value], [1.0])
+        r = hpa.sync(now, current, [to_milli(value)], [1000])
         current = r.desired
         trace.append((now, current))
     assert trace[0] == (0.0, 6)  # 2 → max(2+4, 4) = 6
@@ -157,16 +204,25 @@ def test_hpa_default_behaviour_over_time() -> None:
 
 def test_hpa_disabled_at_zero_and_clamps() -> None:
     hpa = HPA(2, 5, Behavior())
-    assert hpa.sync(0.0, 0, [10.0], [1.0]).desired == 0  # KEDA, not the HPA, scales from zero
-    assert hpa.sync(15.0, 1, [1.0], [1.0]).desired == 2  # below min → min
-    assert hpa.sync(30.0, 9, [9.0], [1.0]).desired == 5  # above max → max
+    assert hpa.sync(0.0, 0, [10_000], [1000]).desired == 0  # KEDA, not the HPA, scales from zero
+    assert hpa.sync(15.0, 1, [1000], [1000]).desired == 2  # below min → min
+    assert hpa.sync(30.0, 9, [9000], [1000]).desired == 5  # above max → max
 
 
 def test_hpa_unavailable_metric_does_not_scale_or_remember() -> None:
     hpa = HPA(1, 10, Behavior())
-    r = hpa.sync(0.0, 4, [None], [1.0])
+    r = hpa.sync(0.0, 4, [None], [1000])
     assert (r.proposal, r.desired) == (None, 4)
-    assert hpa.recommendations == []
+    # recordInitialRecommendation: only the count found at the first reconcile is remembered.
+    assert hpa.recommendations == [(0.0, 4)]
+
+
+def test_first_reconcile_remembers_the_current_count() -> None:
+    """horizontal.go recordInitialRecommendation: an HPA created over 6 running replicas holds 6 for its
+    scale-down window even when the first metric asks for 2."""
+    hpa = HPA(1, 10, Behavior())
+    assert hpa.sync(0.0, 6, [2000], [1000]).desired == 6
+    assert hpa.sync(301.0, 6, [2000], [1000]).desired == 2
 
 
 def test_default_rules_are_the_documented_ones() -> None:

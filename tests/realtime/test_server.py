@@ -73,8 +73,8 @@ def test_prometheus_scrapes_vllm_dcgm_and_kube_series(prometheus: PrometheusServ
         assert float(prompt_count[0]["value"][1]) == len(sizes)
         prompt_sum = query(prometheus, "sum(vllm:request_prompt_tokens_sum)")
         assert float(prompt_sum[0]["value"][1]) == sum(p for p, _ in sizes)
-        # TPOT is per token, as vLLM records it: one observation per generated token after the first.
-        tpot_count = query(prometheus, "sum(vllm:time_per_output_token_seconds_count)")
+        # Inter-token latency, as vLLM (0.12+ name) records it: one observation per generated token after the first.
+        tpot_count = query(prometheus, "sum(vllm:inter_token_latency_seconds_count)")
         assert float(tpot_count[0]["value"][1]) == sum(o - 1 for _, o in sizes)
         q = query(prometheus, "histogram_quantile(0.5, sum by (le) (vllm:time_to_first_token_seconds_bucket))")
         assert 0 < float(q[0]["value"][1]) < 5

@@ -2,6 +2,16 @@
 exposition for a small fleet whose load the test sets. Counters and histograms grow with time at the set
 rates, like a real server's; gauges are what the test says. It runs an http.server in a thread, so it does
 not depend on the test's event loop.
+
+The V1 series follow vllm/v1/metrics/loggers.py (PrometheusStatLogger) of the chosen release:
+- "0.10" (v0.10.0/v0.10.1): TPOT only as vllm:time_per_output_token_seconds; KV cache under both
+  vllm:kv_cache_usage_perc and the deprecated vllm:gpu_cache_usage_perc;
+- "0.12" (current: v0.12 on): vllm:inter_token_latency_seconds only (time_per_output_token_seconds hidden
+  behind --show-hidden-metrics-for-version, "TODO: remove in 0.13.0"); gpu_cache_usage_perc removed.
+vllm:request_success_total carries finished_reason = stop | length | abort (FinishReason); aborted
+requests are exported too, and gpumix must not count them as served.
+DCGM: full GPUs report DCGM_FI_DEV_GPU_UTIL (%); MIG slices (variant names containing "mig") report only
+DCGM_FI_PROF_GR_ENGINE_ACTIVE (a ratio) with GPU_I_ID / GPU_I_PROFILE labels, as dcgm-exporter does.
 """
 
 from __future__ import annotations
@@ -48,9 +58,16 @@ class Pod:
         self.last = now
 
 
+VLLM_RELEASES = ("0.10", "0.12")
+ABORTED_FRACTION = 0.05  # aborted requests per completed one, exported under finished_reason="abort"
+
+
 class FleetExporter:
-    def __init__(self, version: str = "v1") -> None:
+    def __init__(self, version: str = "v1", vllm: str = "0.12") -> None:
+        if vllm not in VLLM_RELEASES:
+            raise ValueError(f"vllm: one of {VLLM_RELEASES}, got {vllm!r}")
         self.version = version
+        self.vllm = vllm
         self.pods: list[Pod] = []
         self.deployments: dict[tuple[str, str], int] = {}
         self.lock = threading.Lock()
@@ -106,7 +123,12 @@ class FleetExporter:
         return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
     def _vllm(self) -> list[str]:
-        kv = "vllm:kv_cache_usage_perc" if self.version == "v1" else "vllm:gpu_cache_usage_perc"
+        if self.version == "v0":
+            kv_names = ["vllm:gpu_cache_usage_perc"]
+        elif self.vllm == "0.10":
+            kv_names = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"]
+        else:
+            kv_names = ["vllm:kv_cache_usage_perc"]
         out = [
             "# HELP vllm:num_requests_running Number of requests in model execution batches.",
             "# TYPE vllm:num_requests_running gauge",
@@ -114,15 +136,20 @@ class FleetExporter:
             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
             "# TYPE vllm:num_requests_waiting gauge",
             *(f"vllm:num_requests_waiting{self._labels(p)} {p.waiting}" for p in self.pods),
-            f"# HELP {kv} KV-cache usage. 1 means 100 percent usage.",
-            f"# TYPE {kv} gauge",
-            *(f"{kv}{self._labels(p)} {min(1.0, p.running / 64)}" for p in self.pods),
+        ]
+        for kv in kv_names:
+            out += [f"# HELP {kv} KV-cache usage. 1 means 100 percent usage.", f"# TYPE {kv} gauge",
+                    *(f"{kv}{self._labels(p)} {min(1.0, p.running / 64)}" for p in self.pods)]
+        out += [
             "# HELP vllm:request_success_total Count of successfully processed requests.",
             "# TYPE vllm:request_success_total counter",
         ]
         for p in self.pods:
             out.append(f"vllm:request_success_total{self._labels(p, finished_reason='stop')} {p.completed * 0.9}")
             out.append(f"vllm:request_success_total{self._labels(p, finished_reason='length')} {p.completed * 0.1}")
+            if self.version == "v1":
+                out.append(f"vllm:request_success_total{self._labels(p, finished_reason='abort')} "
+                           f"{p.completed * ABORTED_FRACTION}")
         for name, attr in (("prompt_tokens", "prompt_tokens"), ("generation_tokens", "output_tokens")):
             out += [f"# HELP vllm:{name}_total Number of {name.replace('_', ' ')} processed.",
                     f"# TYPE vllm:{name}_total counter"]
@@ -133,8 +160,10 @@ class FleetExporter:
                                "Number of generation tokens processed.")
         out += self._histogram("vllm:time_to_first_token_seconds", TTFT_BUCKETS, lambda p: 0.05 + p.prompt_tokens / 2e4,
                                "Histogram of time to first token in seconds.")
-        out += self._histogram("vllm:time_per_output_token_seconds", TPOT_BUCKETS, lambda p: 0.02 + p.running / 2e3,
-                               "Histogram of time per output token in seconds.")
+        tpot_name = ("vllm:inter_token_latency_seconds" if self.version == "v1" and self.vllm != "0.10"
+                     else "vllm:time_per_output_token_seconds")
+        out += self._histogram(tpot_name, TPOT_BUCKETS, lambda p: 0.02 + p.running / 2e3,
+                               "Histogram of inter-token latency in seconds.")
         return out
 
     def _histogram(self, name: str, buckets: tuple[float, ...], value: object, help_text: str) -> list[str]:
@@ -152,13 +181,18 @@ class FleetExporter:
 
     def _dcgm(self) -> list[str]:
         out = ["# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).", "# TYPE DCGM_FI_DEV_GPU_UTIL gauge"]
+        mig = []
         for i, p in enumerate(self.pods):
             gpu = "A100-SXM4-40GB" if "a100" in p.variant else "A40"
-            out.append(
-                f'DCGM_FI_DEV_GPU_UTIL{{gpu="0",UUID="GPU-{i:08d}-0000-0000-0000-000000000000",'
-                f'modelName="NVIDIA {gpu}",Hostname="node-{i}",namespace="{p.namespace}",pod="{p.name}",'
-                f'container="vllm"}} {p.gpu_util}'
-            )
+            labels = (f'gpu="0",UUID="GPU-{i:08d}-0000-0000-0000-000000000000",modelName="NVIDIA {gpu}",'
+                      f'Hostname="node-{i}",namespace="{p.namespace}",pod="{p.name}",container="vllm"')
+            if "mig" in p.variant:
+                mig.append(f'DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{labels},GPU_I_ID="1",GPU_I_PROFILE="3g.20gb"}} '
+                           f"{p.gpu_util / 100}")
+            else:
+                out.append(f"DCGM_FI_DEV_GPU_UTIL{{{labels}}} {p.gpu_util}")
+        out += ["# HELP DCGM_FI_PROF_GR_ENGINE_ACTIVE Ratio of time the graphics engine is active.",
+                "# TYPE DCGM_FI_PROF_GR_ENGINE_ACTIVE gauge", *mig]
         return out
 
     def _kube(self) -> list[str]:

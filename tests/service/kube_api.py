@@ -3,6 +3,10 @@
 with chunked encoding and ends at `timeoutSeconds`; a version older than the compaction point gets an ERROR
 event with code 410 (Gone). `labelSelector` supports the `key` (exists) form the scaler uses.
 
+HorizontalPodAutoscalers are stored as the API server stores them: with the HPAConfigurableTolerance gate
+off (`tolerance_gate=False`, the default before Kubernetes 1.35) behavior.*.tolerance is dropped on write
+(pkg/registry/autoscaling/horizontalpodautoscaler/strategy.go dropDisabledFields).
+
 The cluster has no Kubernetes API here, so this is the one mocked part; it serves recorded objects.
 """
 
@@ -20,12 +24,15 @@ PATHS = {
     "/apis/apps/v1/deployments": "deployments",
     "/apis/keda.sh/v1alpha1/scaledobjects": "scaledobjects",
     "/api/v1/nodes": "nodes",
+    "/apis/autoscaling/v2/horizontalpodautoscalers": "horizontalpodautoscalers",
 }
-KINDS = {"deployments": "DeploymentList", "scaledobjects": "ScaledObjectList", "nodes": "NodeList"}
+KINDS = {"deployments": "DeploymentList", "scaledobjects": "ScaledObjectList", "nodes": "NodeList",
+         "horizontalpodautoscalers": "HorizontalPodAutoscalerList"}
 
 
 class FakeApiServer:
-    def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
+    def __init__(self, objects: dict[str, list[dict[str, Any]]], tolerance_gate: bool = False) -> None:
+        self.tolerance_gate = tolerance_gate
         self.version = 100
         self.lock = threading.Condition()
         self.store: dict[str, dict[tuple[str, str], dict[str, Any]]] = {r: {} for r in KINDS}
@@ -43,6 +50,10 @@ class FakeApiServer:
             self.version += 1
             obj = copy.deepcopy(obj)
             obj.setdefault("metadata", {})["resourceVersion"] = str(self.version)
+            if resource == "horizontalpodautoscalers" and not self.tolerance_gate:
+                for rules in ((obj.get("spec") or {}).get("behavior") or {}).values():
+                    if isinstance(rules, dict):
+                        rules.pop("tolerance", None)
             key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
             if kind == "DELETED":
                 self.store[resource].pop(key, None)
