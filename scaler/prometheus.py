@@ -197,6 +197,8 @@ class Observer:
         self.url = (config.prometheus or "").rstrip("/") + "/api/v1/query"
         self.deadline = config.prometheus_timeout
         self.fast_deadline = min(config.prometheus_timeout, max(1.0, config.fast_interval))
+        self._fast_failures = 0
+        self._fast_patience = math.ceil((config.interval + config.prometheus_timeout) / config.fast_interval) + 1
         self.state = StateLog()
         self.queries_sent = 0
         self.on_error = on_error or (lambda kind: None)
@@ -263,8 +265,8 @@ class Observer:
 
     async def waiting(self, at: float | None = None) -> dict[ModelKey, float] | None:
         """The fast path for scale-from-zero: one query, waiting requests per model, on its own connection
-        within `fast_deadline`. None when it got no answer (counted; logged once while the cycle's own
-        queries work, since an outage is already reported by the cycle)."""
+        within `fast_deadline`. None when it got no answer (counted every time; logged only when it fails
+        for longer than a cycle while the cycle's own queries work)."""
         at = time.time() if at is None else at
         (answer,) = await self._batch(("waiting",), at, self.fast_deadline)
         if isinstance(answer, asyncio.CancelledError):
@@ -272,9 +274,13 @@ class Observer:
         if isinstance(answer, BaseException):
             kind = _classify(answer)
             self.on_error(kind)
-            if self.state.current("prometheus") != "down":
+            self._fast_failures += 1
+            # An outage is the cycle's to report (one line); the fast path speaks only of a problem of its
+            # own: one that outlasts a whole cycle while the cycle's queries work.
+            if self._fast_failures > self._fast_patience and self.state.current("prometheus") != "down":
                 self.state.report("fast_path", kind, error=_describe(answer, self.fast_deadline)[:300])
             return None
+        self._fast_failures = 0
         self.state.report("fast_path", "ok")
         out: dict[ModelKey, float] = {}
         c = self.config
