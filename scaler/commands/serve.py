@@ -65,6 +65,8 @@ def _bind_problem(host: str, port: int) -> str:
         return f"cannot resolve {host!r}: {exc.strerror or exc}"
     for family, kind, proto, _, address in infos:
         with socket.socket(family, kind, proto) as s:
+            # As the servers bind: SO_REUSEADDR, so a port left in TIME_WAIT by a restart is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(address)
             except OSError as exc:
@@ -72,10 +74,13 @@ def _bind_problem(host: str, port: int) -> str:
     return ""
 
 
+_IN_USE_HINT = " (another gpumix serve or program listens there; pick a free port)"
+
+
 def _listen_error(what: str, host: str, port: int, exc: BaseException) -> StartError:
+    """A bind that failed although the port looked free a moment before (taken in between)."""
     problem = _bind_problem(host, port) or str(exc).split(";")[0]
-    hint = " (another gpumix serve or program listens there; pick a free port)" if "in use" in problem else ""
-    return StartError(f"{what} port {host}:{port}: {problem}{hint}")
+    return StartError(f"{what} port {host}:{port}: {problem}" + (_IN_USE_HINT if "in use" in problem else ""))
 
 
 async def serve(config: Config, started: asyncio.Event | None = None) -> int:
@@ -94,6 +99,12 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> int:
             inventory = StaticInventory(load_inventory(config.inventory))
         except InventoryError as exc:
             raise StartError(f"inventory {exc.source}:\n  - " + "\n  - ".join(exc.problems)) from exc
+    # Ports first, both at once: one line each, before anything starts (and before gRPC's own log noise).
+    taken = [f"{what} port {config.bind}:{port}: {problem}" + (_IN_USE_HINT if "in use" in problem else "")
+             for what, port in (("gRPC", config.grpc_port), ("HTTP", config.http_port))
+             if port != 0 and (problem := _bind_problem(config.bind, port))]
+    if taken:
+        raise StartError("\ngpumix serve: ".join(taken))
     # Everything started is stopped again on any exit, a failed start included (in reverse order).
     async with contextlib.AsyncExitStack() as started_parts:
         if config.kubernetes:
