@@ -248,9 +248,12 @@ class Observer:
                               error=_describe(failures[first], deadline), url=self.url)
             return results, errors
         self.state.report("prometheus", "ok")
-        for name, exc in failures.items():
-            self.state.report(f"query:{name}", errors[name], error=_describe(exc, deadline)[:300],
-                              query=self.config.query(name))
+        # Some queries failing (bad PromQL, one slow query, a partial outage): one line for the set of
+        # failing queries while it stays the same, not one per query.
+        failing = ", ".join(f"{name}: {errors[name]}" for name in failures)
+        self.state.report("queries", failing or "ok", failing=sorted(failures),
+                          errors={n: _describe(e, deadline)[:300] for n, e in failures.items()},
+                          queries={n: self.config.query(n) for n in failures})
         for name, answer in results.items():
             if not answer and name in REQUIRED:
                 self.state.report(f"query:{name}", "empty", level="info", query=self.config.query(name))

@@ -149,7 +149,18 @@ async def test_one_wrong_shaped_query_fails_alone(fleet: FaultProxy) -> None:
     with structlog.testing.capture_logs() as logs:
         obs = await observer.observe()
     assert obs.errors == {"kv_cache": "bad_response"} and obs.complete
-    assert [e["what"] for e in logs if e["log_level"] == "warning"] == ["query:kv_cache"]
+    (line,) = [e for e in logs if e["log_level"] == "warning"]
+    assert line["what"] == "queries" and line["failing"] == ["kv_cache"]
+    assert "expected a JSON object" in line["errors"]["kv_cache"]
+    with structlog.testing.capture_logs() as logs:
+        await observer.observe()  # the same set failing: nothing new to say
+        fleet.set(Fault("trickle", every=0.2, unless=WAITING_QUERY))
+        obs = await observer.observe()  # all but one query fail: still one line, naming them
+        fleet.set(None)
+        await observer.observe()
+    lines = [e for e in logs if e["log_level"] == "warning"]
+    assert len(lines) == 1 and len(lines[0]["failing"]) == len(CYCLE_QUERIES) - 1 and "waiting" not in obs.errors
+    assert [e["what"] for e in logs if e["event"] == "recovered"] == ["queries"]
 
 
 async def test_fast_path_does_not_wait_behind_a_slow_cycle(fleet: FaultProxy) -> None:

@@ -241,7 +241,7 @@ PROMETHEUS_ROWS: list[tuple[str, Fault, str, str]] = [
                                                         b'"result":[]}}'), "bad_response", "prometheus"),
     ("completions alone wrong-shaped", Fault("body", body=b'{"status":"success","data":{"resultType":"vector",'
                                                           b'"result":[{"metric":{}}]}}',
-                                             match="request_success_total"), "bad_response", "query:completions"),
+                                             match="request_success_total"), "bad_response", "queries"),
 ]
 
 
@@ -295,7 +295,7 @@ def test_prometheus_restart_warm_up_does_not_lower_recommendations(world: World)
     baseline = _baseline(world)
     port, workdir = world.prometheus.port, world.prometheus.config.parent
     world.prometheus.stop()
-    shutil.rmtree(workdir / "data")  # a restart without its TSDB: every rate() starts from nothing
+    time.sleep(ROW_S)  # an outage of half a rate window, then the same Prometheus (and TSDB) again
     world.prometheus = start_prometheus(workdir, [world.target], port=port)
     for _ in range(12):  # the first rate() windows after the restart, checked as they pass
         _no_decrease(_watch(world, 0.5), baseline)
@@ -306,12 +306,17 @@ def test_fast_path_wakes_an_idle_model_while_cycle_queries_trickle(world: World)
     assert s is not None
     eventually(lambda: s.stub.IsActive(ref(IDLE_MODEL, IDLE_VARIANT), timeout=3).result is False,
                what="idle model inactive")
+    mark = s.mark()
     world.proxy.set(Fault("trickle", every=0.3, unless=WAITING_QUERY))
     try:
         time.sleep(0.5)  # cycle queries are stuck in their trickle
         world.exporter.set_variant(NS, IDLE_MODEL, IDLE_VARIANT, 0, waiting=3)
-        eventually(lambda: s.stub.IsActive(ref(IDLE_MODEL, IDLE_VARIANT), timeout=3).result, timeout=4,
+        # The cycle's queries cannot answer while they trickle: only the fast path can see the queue.
+        eventually(lambda: s.stub.IsActive(ref(IDLE_MODEL, IDLE_VARIANT), timeout=3).result, timeout=10,
                    what="fast path sees the queue while the cycle trickles")
+        events = s.events(mark)
+        assert any(e["event"] == "demand_seen" for e in events)
+        assert not any(e["event"] == "recovered" and e.get("what") == "queries" for e in events)
     finally:
         world.exporter.set_variant(NS, IDLE_MODEL, IDLE_VARIANT, 0)
         world.proxy.set(None)
