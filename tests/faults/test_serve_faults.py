@@ -50,7 +50,7 @@ models:
   - {{name: {IDLE_VARIANT}, max_replicas: 4}}
 """
 STALE_AFTER = 8.0
-ROW_S = 2.0  # how long each fault lasts: four cycles, well inside stale_after
+ROW_S = 1.5  # how long each fault lasts: three cycles, well inside stale_after
 ENV = {"GPUMIX_LOG_FORMAT": "json", "GPUMIX_RATE_WINDOW": "5s", "GPUMIX_FAST_INTERVAL": "0.3",
        "GPUMIX_STALE_AFTER": str(STALE_AFTER), "GPUMIX_MAX_SAMPLE_AGE": "10", "GPUMIX_PROMETHEUS_TIMEOUT": "1"}
 WAITING_QUERY = 'sum by (namespace, model_name, variant) (vllm:num_requests_waiting)'
@@ -343,7 +343,7 @@ def test_in_use_profile_file_overwritten_keeps_the_last_good(world: World, fault
     mark = s.mark()
     path.write_bytes(raw)
     try:
-        seen = _watch(world, 1.5)
+        seen = _watch(world, 1.0)
     finally:
         path.write_bytes(good)
     _no_decrease(seen, baseline)
@@ -405,7 +405,7 @@ def test_in_use_redis_profile_replaced_by_a_hash_keeps_the_last_good(world: Worl
     client.delete(key)
     client.hset(key, mapping={"gpu": A100})
     try:
-        seen = _watch(world, 1.5)
+        seen = _watch(world, 1.0)
     finally:
         client.delete(key)
         client.set(key, good)
