@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -57,8 +58,6 @@ class StartError(RuntimeError):
 def _bind_problem(host: str, port: int) -> str:
     """Why (host, port) cannot be listened on, in the kernel's words, or "" when it now can. gRPC's own
     error names no cause, so the bind is tried again on a plain socket to get one."""
-    import socket
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
