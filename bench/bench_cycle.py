@@ -76,7 +76,6 @@ async def _measure(models: int, variants: int, cycles: int, workdir: Path) -> tu
         per_cycle = (observer.queries_sent - sent_before) / cycles
         return statistics.median(times), max(times), int(per_cycle)
     finally:
-        observer.close()
         prom.stop()
         exporter.stop()
 

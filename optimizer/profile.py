@@ -31,6 +31,22 @@ PERCENTILES = {"mean": "mean", "50": "P50", "90": "P90", "99": "P99"}
 SUSTAINED_SHARE = 0.9
 
 FloatArray = npt.NDArray[np.float64]
+# Token ticks and lengths beyond this are not lengths but corrupt data (and would not fit numpy's ints).
+MAX_TOKENS = 2**31 - 1
+MAX_PROBLEMS = 20  # problems listed per document; a corrupt file can have one per cell
+
+
+def _float(x: int | float) -> float:
+    """float(x), with an integer too large for a float read as infinite (then rejected as not finite)."""
+    try:
+        return float(x)
+    except OverflowError:
+        return math.inf
+
+
+def _short(x: object) -> str:
+    text = repr(x)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 class ProfileError(InputError):
@@ -190,7 +206,8 @@ class _Problems:
 
     def raise_if_any(self) -> None:
         if self.items:
-            raise ProfileError(self.source, self.items)
+            more = len(self.items) - MAX_PROBLEMS
+            raise ProfileError(self.source, self.items[:MAX_PROBLEMS] + ([f"... {more} more"] if more > 0 else []))
 
     def string(self, data: Mapping[str, Any], key: str, default: str | None = None) -> str:
         val = data.get(key, default)
@@ -204,7 +221,7 @@ class _Problems:
         if isinstance(val, bool) or not isinstance(val, int | float):
             self.add(key, "missing" if val is None else f"must be a number, got {val!r}")
             return 0.0
-        fval = float(val)
+        fval = _float(val)
         if not math.isfinite(fval) or fval < 0 or (positive and fval == 0):
             self.add(key, f"must be a finite {'positive' if positive else 'non-negative'} number, got {val!r}")
             return 0.0
@@ -214,8 +231,8 @@ class _Problems:
         if not isinstance(val, list) or not val:
             self.add(fieldname, "must be a non-empty list of token counts")
             return ()
-        if not all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in val):
-            self.add(fieldname, f"ticks must be positive integers, got {val!r}")
+        if not all(isinstance(t, int) and not isinstance(t, bool) and 0 < t <= MAX_TOKENS for t in val):
+            self.add(fieldname, f"ticks must be integers in 1..{MAX_TOKENS}, got {_short(val)}")
             return ()
         if any(b <= a for a, b in itertools.pairwise(val)):
             self.add(fieldname, f"ticks must be strictly increasing, got {val!r}")
@@ -235,8 +252,8 @@ class _Problems:
                 return empty
             for j, x in enumerate(row):
                 bad = isinstance(x, bool) or not isinstance(x, int | float)
-                if bad or not math.isfinite(float(x)) or float(x) < 0:
-                    self.add(f"{fieldname}[{i}][{j}]", f"must be a finite non-negative number, got {x!r}")
+                if bad or not math.isfinite(_float(x)) or _float(x) < 0:
+                    self.add(f"{fieldname}[{i}][{j}]", f"must be a finite non-negative number, got {_short(x)}")
                     return empty
         return np.asarray(val, dtype=np.float64)
 
@@ -354,19 +371,27 @@ def parse_benchmark_row(item: Any) -> BenchmarkRow:
         v = item.get(key)
         if v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)) or v < 0:
-            raise ValueError(f"{key} must be a finite non-negative number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(_float(v)) or v < 0:
+            raise ValueError(f"{key} must be a finite non-negative number, got {_short(v)}")
         return float(v)
+
+    def tokens(key: str) -> int:
+        v = item[key]
+        whole = isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+        if isinstance(v, bool) or not whole or not 0 <= v <= MAX_TOKENS:
+            raise ValueError(f"{key} must be a whole number of tokens in 0..{MAX_TOKENS}, got {_short(v)}")
+        return int(v)
 
     metric = item["metric"]
     if not isinstance(metric, str):
-        raise ValueError(f"metric must be a string, got {metric!r}")
-    mean = num("mean")
-    assert mean is not None
+        raise ValueError(f"metric must be a string, got {_short(metric)}")
+    mean, rate = num("mean"), num("request_rate")
+    if mean is None or rate is None:
+        raise ValueError(f"{'mean' if mean is None else 'request_rate'} must be a number, got null")
     return BenchmarkRow(
-        input_tokens=int(item["input_tokens"]),
-        output_tokens=int(item["output_tokens"]),
-        request_rate=float(item["request_rate"]),
+        input_tokens=tokens("input_tokens"),
+        output_tokens=tokens("output_tokens"),
+        request_rate=rate,
         metric=metric.upper(),
         mean=mean,
         p50=num("P50"),

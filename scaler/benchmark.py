@@ -208,6 +208,7 @@ class RequestResult:
     input_tokens: int = 0
     output_tokens: int = 0
     usage_reported: bool = False
+    detail: str = ""  # what went wrong, in the client's or the server's words (not written per request)
 
 
 def endpoint_url(url: str, api: str) -> str:
@@ -264,18 +265,25 @@ class OpenAIClient:
             async with self.session.post(self.url, json=self.body(prompt, max_tokens), headers=self.headers,
                                          timeout=self.timeout, allow_redirects=False) as resp:
                 if resp.status != 200:
-                    await resp.read()
+                    body = await resp.read()
                     result.error = f"http_{resp.status}"
+                    result.detail = f"HTTP {resp.status}: {body[:200].decode('utf-8', 'replace')}"
                 else:
                     await self._read_stream(resp, start, result)
         except TimeoutError:
             result.error = "timeout"
-        except aiohttp.ClientConnectionError:
+            result.detail = f"no complete answer within {self.timeout.total:g} s (--timeout)"
+        except aiohttp.ClientConnectionError as exc:
             result.error = "connection"
-        except aiohttp.ClientPayloadError:
+            result.detail = f"{type(exc).__name__}: {exc}"
+        except aiohttp.ClientPayloadError as exc:
             result.error = "malformed_stream"
-        except aiohttp.ClientError:
+            result.detail = f"{type(exc).__name__}: {exc}"
+        except aiohttp.ClientError as exc:
             result.error = "client_error"
+            result.detail = f"{type(exc).__name__}: {exc}"
+        if result.error is not None and not result.detail:
+            result.detail = result.error.replace("_", " ")
         result.e2e = self.clock() - start
         return result
 
@@ -360,6 +368,7 @@ class Prompts:
         self.rng = random.Random(seed)
         self.words_for: dict[int, int] = {}
         self.calibrated: dict[int, int | None] = {}  # length → prompt tokens the server reported
+        self.failed: dict[int, str] = {}  # length → why its calibration request failed
 
     def make(self, input_tokens: int) -> str:
         n = self.words_for.get(input_tokens, input_tokens)
@@ -373,7 +382,10 @@ class Prompts:
         for _ in range(attempts):
             self.words_for[input_tokens] = n
             probe = await client.send(self.make(input_tokens), 1)
-            if not probe.ok or not probe.usage_reported or probe.input_tokens <= 0:
+            if not probe.ok:
+                self.failed[input_tokens] = f"{probe.error}: {probe.detail}"
+                break
+            if not probe.usage_reported or probe.input_tokens <= 0:
                 break
             reported = probe.input_tokens
             if reported == input_tokens:
@@ -507,6 +519,17 @@ class Run:
     skipped: list[Point] = field(default_factory=list)
     interrupted: bool = False
     calibration: dict[int, int | None] = field(default_factory=dict)
+    calibration_failed: dict[int, str] = field(default_factory=dict)
+    aborted: str | None = None  # why the run stopped early: every request of a point failed
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        """Measured points with any failure: not complete, measured again by the next run."""
+        return [r for r in self.rows if r["errors"]]
+
+
+class Unreachable(BenchmarkError):
+    """The endpoint answered nothing usable to the preflight request: nothing was measured."""
 
 
 class Benchmark:
@@ -532,10 +555,19 @@ class Benchmark:
         return point_key(self.model, self.api, point.input_tokens, point.output_tokens, point.mode,
                          point.rate, point.concurrency, point.trace)
 
+    async def preflight(self, client: OpenAIClient) -> None:
+        """One tiny request before any point: an endpoint that cannot answer it fails the run at once, with
+        the connection's own words, instead of after every point has timed out."""
+        probe = await client.send("hello", 1)
+        if not probe.ok:
+            raise Unreachable(f"{client.url} did not answer a 1-token test request ({probe.error}): {probe.detail}")
+
     async def run(self, points: Sequence[Point], out: str | Path, *, aibrix_out: str | Path | None = None,
                   trace: Sequence[TraceRequest] = (), progress: bool = False,
                   on_row: Callable[[dict[str, Any]], None] | None = None) -> Run:
-        """Measure every point not already in `out` (complete rows only), appending one line per point."""
+        """Measure every point not already in `out` (complete rows only), appending one line per point.
+        A point is complete only when no request failed and it was not interrupted; a point whose every
+        request failed stops the run (`Run.aborted`). Raises Unreachable when the preflight fails."""
         from tqdm import tqdm
 
         done = {row_key(r) for r in read_rows(out) if r.get("complete")}
@@ -553,6 +585,8 @@ class Benchmark:
                 client = OpenAIClient(session, self.url, self.model, api=self.api, timeout=self.request_timeout,
                                       ignore_eos=self.ignore_eos, api_key=self.api_key)
                 prompts = Prompts(self.seed)
+                if todo:
+                    await self.preflight(client)
                 for point in todo:
                     if self.stop.is_set():
                         run.interrupted = True
@@ -564,7 +598,7 @@ class Benchmark:
                             await prompts.calibrate(client, n)
                     started = time.time()
                     results, not_sent = await self._measure(client, prompts, point, trace, bar)
-                    complete = not self.stop.is_set()
+                    complete = not self.stop.is_set() and not not_sent and all(r.ok for r in results)
                     row = summarize(point, results, model=self.model, api=self.api, seed=self.seed,
                                     complete=complete, not_sent=not_sent, started=started)
                     _append(out, [row])
@@ -573,10 +607,17 @@ class Benchmark:
                     run.rows.append(row)
                     if on_row is not None:
                         on_row(row)
-                    if not complete:
+                    if self.stop.is_set():
                         run.interrupted = True
                         break
+                    if results and not any(r.ok for r in results):
+                        first = next(r for r in results if r.error)
+                        kinds = ", ".join(f"{k}: {n}" for k, n in row["errors"].items())
+                        run.aborted = (f"every request of point {point.label} failed ({kinds}); first: "
+                                       f"{first.detail}")
+                        break
                 run.calibration = dict(prompts.calibrated)
+                run.calibration_failed = dict(prompts.failed)
         finally:
             bar.close()
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -143,6 +144,8 @@ def duration_s(text: str) -> float:
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _WINDOW = re.compile(r"^[0-9]+(ms|s|m|h)$")
+_DNS_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = re.compile(rf"^([0-9a-fA-F:.]+|{_DNS_LABEL}(\.{_DNS_LABEL})*)$")  # an IPv4/IPv6 address or a DNS name
 
 
 def _coerce(name: str, raw: Any, origin: str, problems: list[str]) -> Any:
@@ -150,8 +153,9 @@ def _coerce(name: str, raw: Any, origin: str, problems: list[str]) -> Any:
     kind = str(FIELDS[name].type)
     where = f"{name} (from {origin})"
     if kind == "Mapping[str, str]":
-        if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-            problems.append(f"{where}: must map query names to PromQL strings")
+        if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                                   for k, v in raw.items()):
+            problems.append(f"{where}: must map query names to non-empty PromQL strings, got {str(raw)[:80]!r}")
             return None
         return dict(raw)
     if raw is None:
@@ -197,13 +201,16 @@ def load(
     """Build and validate the configuration; raises ConfigError listing every problem."""
     problems: list[str] = []
     values: dict[str, Any] = {}
+    doc: Any = {}
     if path:
         try:
             doc = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError([f"--config {path}: cannot read YAML: {exc}"]) from exc
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            problems.append(f"--config {path}: cannot read YAML: {exc}")
+            doc = {}
         if not isinstance(doc, Mapping):
-            raise ConfigError([f"--config {path}: must be a mapping of field: value"])
+            problems.append(f"--config {path}: must be a mapping of field: value, got {type(doc).__name__}")
+            doc = {}
         for key, raw in doc.items():
             name = str(key).replace("-", "_")
             if name not in FIELDS:
@@ -215,10 +222,20 @@ def load(
     env = os.environ if environ is None else environ
     for name in FIELDS:
         var = f"GPUMIX_{name.upper()}"
-        if var in env and name != "queries":
-            value = _coerce(name, env[var], f"${var}", problems)
-            if value is not None:
-                values[name] = value
+        if var not in env:
+            continue
+        raw: Any = env[var]
+        if name == "queries":
+            # A mapping in one variable: JSON or YAML (JSON is YAML). It overrides single queries of the
+            # file's mapping by name rather than replacing it.
+            try:
+                raw = yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                problems.append(f"queries (from ${var}): not JSON or YAML: {exc}")
+                continue
+        value = _coerce(name, raw, f"${var}", problems)
+        if value is not None:
+            values[name] = {**values.get(name, {}), **value} if name == "queries" else value
     for name, raw in (overrides or {}).items():
         if raw is None:
             continue
@@ -232,14 +249,42 @@ def load(
     return config
 
 
+def _url_problems(name: str, url: str, schemes: tuple[str, ...]) -> list[str]:
+    """What is wrong with a server URL: scheme, host, port 1..65535 (checked here, not at first use)."""
+    want = " or ".join(f"{s}://" for s in schemes)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number
+        return [f"{name}: port must be a number in 1..65535, in {url!r} ({exc})"]
+    if parts.scheme not in schemes:
+        return [f"{name}: must be a URL starting with {want}, got {url!r}"]
+    if parts.scheme == "unix":
+        return [] if parts.path else [f"{name}: unix:// needs a socket path, got {url!r}"]
+    problems = []
+    if not parts.hostname or any(ch.isspace() for ch in url):
+        problems.append(f"{name}: no host in {url!r}")
+    if port is not None and not 1 <= port <= 65535:
+        problems.append(f"{name}: port must be 1..65535, got {port} in {url!r}")
+    if parts.scheme.startswith("redis"):
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            problems.append(f"{name}: the path must be a database number like /0, got {parts.path!r}")
+    return problems
+
+
 def validate(c: Config) -> list[str]:
     problems: list[str] = []
     if c.prometheus is None:
         problems.append("prometheus: required (--prometheus URL or GPUMIX_PROMETHEUS)")
-    elif not re.match(r"^https?://[^/\s]+", c.prometheus):
-        problems.append(f"prometheus: must be an http(s) URL, got {c.prometheus!r}")
-    if c.redis is not None and not re.match(r"^(redis|rediss|unix)://", c.redis):
-        problems.append(f"redis: must be a redis:// or rediss:// URL, got {c.redis!r}")
+    else:
+        problems += _url_problems("prometheus", c.prometheus, ("http", "https"))
+    if c.redis is not None:
+        problems += _url_problems("redis", c.redis, ("redis", "rediss", "unix"))
+    if c.kube_api is not None:
+        problems += _url_problems("kube_api", c.kube_api, ("http", "https"))
+    if not _HOST.match(c.bind):
+        problems.append(f"bind: must be an IP address or host name, got {c.bind!r}")
     if c.inventory is None and not c.kubernetes:
         problems.append("inventory: required unless kubernetes is true (--inventory FILE)")
     if c.inventory is not None and not Path(c.inventory).is_file():

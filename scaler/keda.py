@@ -153,6 +153,9 @@ async def start(table: Table, config: Config, port: int | None = None) -> GrpcSe
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_time_ms", 60_000),
+        # gRPC sets SO_REUSEPORT by default: a second instance on the same port would then start and
+        # silently take a share of KEDA's calls. Off, the second one fails to bind.
+        ("grpc.so_reuseport", 0),
     ])
     scaler = ExternalScaler(table, config)
     pb_grpc.add_ExternalScalerServicer_to_server(scaler, server)
@@ -165,6 +168,8 @@ async def start(table: Table, config: Config, port: int | None = None) -> GrpcSe
     address = f"{config.bind}:{config.grpc_port if port is None else port}"
     creds = _credentials(config)
     bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    if bound == 0:  # older grpcio report a failed bind by returning 0 rather than raising
+        raise RuntimeError(f"failed to bind to address {address}")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)

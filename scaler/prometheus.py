@@ -2,10 +2,11 @@
 
 Every query is aggregated `by` namespace/model(/variant) over the whole fleet, so the number of queries per
 cycle is constant in the number of variants (`Observer.queries_sent` counts them for the benchmark). Queries
-run concurrently in worker threads (prometheus-api-client is blocking) at one evaluation timestamp.
+run concurrently (aiohttp) at one evaluation timestamp, within one deadline for the whole batch.
 
 What can go wrong is classified, logged once per change of state, and counted: `unreachable`, `timeout`,
-`http_5xx`, `http_4xx` (usually bad PromQL), `empty` (query answered nothing), `invalid_sample` (NaN, Inf,
+`http_5xx`, `http_4xx` (usually bad PromQL), `bad_response` (not JSON, not an instant vector, missing
+fields), `empty` (query answered nothing), `invalid_sample` (NaN, Inf,
 negative), `stale` (newest sample older than max_sample_age). A model whose facts are missing gets no
 demand this cycle (None): the decision then keeps its last recommendation, so missing data never shrinks a
 fleet.
@@ -14,16 +15,14 @@ fleet.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from urllib3.util.retry import Retry
+import aiohttp
 
 from optimizer.cycle import ModelSeries, VariantSeries
 from optimizer.estimate import LengthFacts
@@ -109,6 +108,9 @@ class StateLog:
     def __init__(self) -> None:
         self._last: dict[str, str] = {}
 
+    def current(self, key: str) -> str | None:
+        return self._last.get(key)
+
     def report(self, key: str, state: str, level: str = "warning", **kw: Any) -> bool:
         if self._last.get(key) == state:
             return False
@@ -122,66 +124,167 @@ class StateLog:
         return True
 
 
+Samples = list[dict[str, Any]]
+
+
+class QueryFailed(Exception):
+    """A query that got no usable answer: `kind` is what the counters and logs call it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
 def _classify(exc: BaseException) -> str:
-    # With retries off, urllib3 reports a read timeout as a ConnectionError wrapping ReadTimeoutError.
-    if isinstance(exc, requests.Timeout) or "TimeoutError" in str(exc):
+    if isinstance(exc, QueryFailed):
+        return exc.kind
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return "timeout"
-    if isinstance(exc, requests.ConnectionError):
-        return "unreachable"
-    if isinstance(exc, PrometheusApiClientException):
-        text = str(exc)
-        return "http_5xx" if "Code 5" in text else "http_4xx"
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | OSError):
+        return "unreachable"  # refused, reset, closed mid-answer, DNS
     return "error"
+
+
+def _describe(exc: BaseException, deadline: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no complete answer within {deadline:g} s (prometheus_timeout, total time per query and cycle)"
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, QueryFailed) else f"{type(exc).__name__}: {text}"
 
 
 def _finite_value(sample: Mapping[str, Any]) -> float | None:
     try:
         value = float(sample["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError):
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
         return None
     return value if math.isfinite(value) and value >= 0 else None
 
 
+def _vector(status: int, body: bytes) -> list[dict[str, Any]]:
+    """The samples of an instant-vector answer, or QueryFailed saying what is wrong with the answer. Values
+    are left to `_finite_value` (a bad value is one invalid sample); a wrong shape fails the whole query."""
+
+    def bad(problem: str) -> QueryFailed:
+        return QueryFailed("bad_response", f"HTTP {status}: {problem}")
+
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        doc = None
+        if status == 200:
+            raise bad(f"not JSON ({_snippet(body)})") from None
+    if status >= 300:
+        error = doc.get("error") if isinstance(doc, dict) else None
+        detail = str(error)[:300] if error else _snippet(body)
+        kind = "http_5xx" if status >= 500 else "http_4xx" if status >= 400 else "bad_response"
+        raise QueryFailed(kind, f"HTTP {status}: {detail}")
+    if not isinstance(doc, dict):
+        raise bad(f"expected a JSON object, got {type(doc).__name__}")
+    if doc.get("status") != "success":
+        raise bad(f"status {doc.get('status')!r}: {str(doc.get('error', ''))[:300]}")
+    data = doc.get("data")
+    if not isinstance(data, dict):
+        raise bad("no 'data' object")
+    if data.get("resultType") != "vector":
+        raise bad(f"resultType {data.get('resultType')!r}, expected 'vector' (an instant vector query)")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise bad(f"data.result must be a list, got {type(result).__name__}")
+    for i, sample in enumerate(result):
+        if not isinstance(sample, dict):
+            raise bad(f"result[{i}] must be an object, got {type(sample).__name__}")
+        labels = sample.get("metric")
+        if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+            raise bad(f"result[{i}].metric must be an object of string labels")
+        value = sample.get("value")
+        if not isinstance(value, list) or len(value) != 2:
+            raise bad(f"result[{i}].value must be [time, \"value\"], got {_snippet(repr(value).encode())}")
+        if "le" in labels:
+            try:
+                float(labels["le"])
+            except ValueError:
+                raise bad(f"result[{i}].metric.le is not a number: {labels['le'][:40]!r}") from None
+    return result
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:120].decode("utf-8", "replace")
+    return repr(text) + (f" ... {len(body)} bytes" if len(body) > 120 else "")
+
+
 class Observer:
+    """Prometheus over aiohttp. Every batch of queries (a cycle's, or the fast path's one query) has one
+    deadline for its total time, connection to last byte: a server trickling its answer costs the cycle
+    `prometheus_timeout`, no more. The fast path opens its own connection with its own, shorter deadline,
+    so it never waits behind a slow cycle query."""
+
     def __init__(self, config: Config, on_error: Callable[[str], None] | None = None) -> None:
         self.config = config
-        retry = Retry(total=0, connect=0, read=0, status=0, raise_on_status=False)
-        self.client = PrometheusConnect(url=config.prometheus or "", disable_ssl=True, retry=retry,
-                                        timeout=config.prometheus_timeout)  # type: ignore[arg-type]
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="promql")
+        self.url = (config.prometheus or "").rstrip("/") + "/api/v1/query"
+        self.deadline = config.prometheus_timeout
+        self.fast_deadline = min(config.prometheus_timeout, max(1.0, config.fast_interval))
+        self._fast_failures = 0
+        self._fast_patience = math.ceil((config.interval + config.prometheus_timeout) / config.fast_interval) + 1
         self.state = StateLog()
         self.queries_sent = 0
         self.on_error = on_error or (lambda kind: None)
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-    def _query(self, name: str, at: float) -> list[dict[str, Any]]:
+    async def _query(self, session: aiohttp.ClientSession, name: str, at: float, deadline: float) -> Samples:
         self.queries_sent += 1
-        timeout = f"{int(self.config.prometheus_timeout * 1000)}ms"
-        result = self.client.custom_query(self.config.query(name), params={"time": f"{at:.3f}", "timeout": timeout})
-        return list(result or [])
+        params = {"query": self.config.query(name), "time": f"{at:.3f}", "timeout": f"{int(deadline * 1000)}ms"}
+        # TLS certificates are not verified, as with prometheus-api-client's disable_ssl before.
+        async with session.get(self.url, params=params, ssl=False) as resp:
+            body = await resp.read()
+            return _vector(resp.status, body)
+
+    async def _batch(self, names: Sequence[str], at: float, deadline: float) -> list[Samples | BaseException]:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline
+
+        async def one(session: aiohttp.ClientSession, name: str) -> list[dict[str, Any]]:
+            async with asyncio.timeout_at(until):
+                return await self._query(session, name, at, deadline)
+
+        timeout = aiohttp.ClientTimeout(total=deadline)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            return await asyncio.gather(*(one(session, n) for n in names), return_exceptions=True)
 
     async def run_queries(
-        self, names: Sequence[str], at: float
+        self, names: Sequence[str], at: float, deadline: float | None = None
     ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
-        loop = asyncio.get_running_loop()
-        futures = [loop.run_in_executor(self.pool, self._query, name, at) for name in names]
-        answers = await asyncio.gather(*futures, return_exceptions=True)
+        """Answers and error kinds by query name, within `deadline` (default prometheus_timeout) in total.
+        A whole batch failing is one outage: one line when it starts, one when the answers come back."""
+        deadline = self.deadline if deadline is None else deadline
+        answers = await self._batch(names, at, deadline)
         results: dict[str, list[dict[str, Any]]] = {}
         errors: dict[str, str] = {}
+        failures: dict[str, BaseException] = {}
         for name, answer in zip(names, answers, strict=True):
+            if isinstance(answer, asyncio.CancelledError):
+                raise answer
             if isinstance(answer, BaseException):
-                kind = _classify(answer)
-                errors[name] = kind
-                self.state.report(f"query:{name}", kind, error=str(answer)[:300], query=self.config.query(name))
-                self.on_error(kind)
+                failures[name] = answer
+                errors[name] = _classify(answer)
+                self.on_error(errors[name])
             else:
                 results[name] = answer
-                if not answer and name in REQUIRED:
-                    self.state.report(f"query:{name}", "empty", level="info", query=self.config.query(name))
-                else:
-                    self.state.report(f"query:{name}", "ok")
+        if failures and not results:
+            first = next(iter(failures))
+            self.state.report("prometheus", "down", kinds=sorted(set(errors.values())), queries=len(failures),
+                              error=_describe(failures[first], deadline), url=self.url)
+            return results, errors
+        self.state.report("prometheus", "ok")
+        # Some queries failing (bad PromQL, one slow query, a partial outage): one line for the set of
+        # failing queries while it stays the same, not one per query.
+        failing = ", ".join(f"{name}: {errors[name]}" for name in failures)
+        self.state.report("queries", failing or "ok", failing=sorted(failures),
+                          errors={n: _describe(e, deadline)[:300] for n, e in failures.items()},
+                          queries={n: self.config.query(n) for n in failures})
+        for name, answer in results.items():
+            if not answer and name in REQUIRED:
+                self.state.report(f"query:{name}", "empty", level="info", query=self.config.query(name))
+            else:
+                self.state.report(f"query:{name}", "ok")
         return results, errors
 
     async def observe(self, at: float | None = None) -> Observation:
@@ -190,14 +293,27 @@ class Observer:
         return parse_results(self.config, results, errors, at, self.on_error)
 
     async def waiting(self, at: float | None = None) -> dict[ModelKey, float] | None:
-        """The fast path for scale-from-zero: one query, waiting requests per model."""
+        """The fast path for scale-from-zero: one query, waiting requests per model, on its own connection
+        within `fast_deadline`. None when it got no answer (counted every time; logged only when it fails
+        for longer than a cycle while the cycle's own queries work)."""
         at = time.time() if at is None else at
-        results, errors = await self.run_queries(("waiting",), at)
-        if errors:
+        (answer,) = await self._batch(("waiting",), at, self.fast_deadline)
+        if isinstance(answer, asyncio.CancelledError):
+            raise answer
+        if isinstance(answer, BaseException):
+            kind = _classify(answer)
+            self.on_error(kind)
+            self._fast_failures += 1
+            # An outage is the cycle's to report (one line); the fast path speaks only of a problem of its
+            # own: one that outlasts a whole cycle while the cycle's queries work.
+            if self._fast_failures > self._fast_patience and self.state.current("prometheus") != "down":
+                self.state.report("fast_path", kind, error=_describe(answer, self.fast_deadline)[:300])
             return None
+        self._fast_failures = 0
+        self.state.report("fast_path", "ok")
         out: dict[ModelKey, float] = {}
         c = self.config
-        for sample in results.get("waiting", []):
+        for sample in answer:
             labels = sample.get("metric", {})
             value = _finite_value(sample)
             if value is None:

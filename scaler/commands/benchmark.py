@@ -17,6 +17,7 @@ from scaler.benchmark import (
     Benchmark,
     BenchmarkError,
     Point,
+    Unreachable,
     endpoint_url,
     grid_points,
     load_trace,
@@ -98,10 +99,17 @@ def run(args: argparse.Namespace) -> int:
                  rate=row["request_rate"], concurrency=row["concurrency"], completed=row["completed"],
                  errors=row["errors"], tput_rps=round(row["tput_rps"], 4), complete=row["complete"])
 
-    result = asyncio.run(bench.run(points, args.out, aibrix_out=args.aibrix_out, trace=trace,
-                                   progress=not args.no_progress, on_row=show))
+    try:
+        result = asyncio.run(bench.run(points, args.out, aibrix_out=args.aibrix_out, trace=trace,
+                                       progress=not args.no_progress, on_row=show))
+    except Unreachable as exc:
+        print(f"gpumix benchmark: {exc}; nothing was measured", file=sys.stderr)
+        return 1
     for length, reported in sorted(result.calibration.items()):
-        if reported is None:
+        if length in result.calibration_failed:
+            log.warning("prompt_length_uncalibrated", input_tokens=length,
+                        reason=f"the calibration request failed: {result.calibration_failed[length]}")
+        elif reported is None:
             log.warning("prompt_length_uncalibrated", input_tokens=length,
                         reason="the server reported no usage.prompt_tokens; sent one word per token")
         elif reported != length:
@@ -117,6 +125,14 @@ def run(args: argparse.Namespace) -> int:
     if result.interrupted:
         print("interrupted: finished points are saved; run the same command again to continue", file=sys.stderr)
         return 130
+    if result.aborted is not None:
+        print(f"gpumix benchmark: stopped: {result.aborted}", file=sys.stderr)
+        return 1
+    if result.failed:
+        print(f"gpumix benchmark: {len(result.failed)} point(s) had failed requests and are not marked complete "
+              f"(a profile from them would be wrong); run the same command again to measure them again",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -60,6 +61,33 @@ class StartError(RuntimeError):
     pass
 
 
+def _bind_problem(host: str, port: int) -> str:
+    """Why (host, port) cannot be listened on, in the kernel's words, or "" when it now can. gRPC's own
+    error names no cause, so the bind is tried again on a plain socket to get one."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host!r}: {exc.strerror or exc}"
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as s:
+            # As the servers bind: SO_REUSEADDR, so a port left in TIME_WAIT by a restart is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(address)
+            except OSError as exc:
+                return (exc.strerror or str(exc)).lower()
+    return ""
+
+
+_IN_USE_HINT = " (another gpumix serve or program listens there; pick a free port)"
+
+
+def _listen_error(what: str, host: str, port: int, exc: BaseException) -> StartError:
+    """A bind that failed although the port looked free a moment before (taken in between)."""
+    problem = _bind_problem(host, port) or str(exc).split(";")[0]
+    return StartError(f"{what} port {host}:{port}: {problem}" + (_IN_USE_HINT if "in use" in problem else ""))
+
+
 async def serve(config: Config, started: asyncio.Event | None = None) -> int:
     from scaler import adapter, keda
     from scaler.inventory import InventoryError, load_inventory
@@ -71,47 +99,65 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> int:
     log = logs.get("gpumix.serve")
     table = Table()
     inventory: InventorySource
-    kube_source = None
-    if config.kubernetes:
-        from scaler.kube import KubeInventory
-
-        kube_source = KubeInventory(config)
-        await kube_source.start()
-        inventory = kube_source
-    else:
+    if not config.kubernetes:
         assert config.inventory is not None
         try:
             inventory = StaticInventory(load_inventory(config.inventory))
         except InventoryError as exc:
             raise StartError(f"inventory {exc.source}:\n  - " + "\n  - ".join(exc.problems)) from exc
-    redis_client = connect(config.redis) if config.redis else None
-    observer = Observer(config, on_error=table.counters.error)
-    controller = Controller(config, inventory, observer, ProfileStore(config.profiles, redis_client),
-                            StateStore(redis_client), table)
-    grpc_server = await keda.start(table, config)
-    http_runner, http_port = await adapter.start(table, config)
-    log.info("serving", grpc_port=grpc_server.port, http_port=http_port, interval=config.interval,
-             prometheus=config.prometheus, redis=config.redis, stale_after=config.stale_after_s)
+    # Ports first, both at once: one line each, before anything starts (and before gRPC's own log noise).
+    taken = [f"{what} port {config.bind}:{port}: {problem}" + (_IN_USE_HINT if "in use" in problem else "")
+             for what, port in (("gRPC", config.grpc_port), ("HTTP", config.http_port))
+             if port != 0 and (problem := _bind_problem(config.bind, port))]
+    if taken:
+        raise StartError("\ngpumix serve: ".join(taken))
+    # Everything started is stopped again on any exit, a failed start included (in reverse order).
+    async with contextlib.AsyncExitStack() as started_parts:
+        if config.kubernetes:
+            from scaler.kube import KubeInventory
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if started is not None:
-        started.set()
-    try:
-        await controller.run(stop)
-    finally:
-        log.info("stopping")
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await grpc_server.stop(grace=1.0)
-        await http_runner.cleanup()
-        observer.close()
-        if kube_source is not None:
-            await kube_source.stop()
+            kube_source = KubeInventory(config)
+            try:
+                await kube_source.start()
+            except Exception as exc:
+                raise StartError(f"kubernetes: cannot start watching the API server: {exc}") from exc
+            started_parts.push_async_callback(kube_source.stop)
+            inventory = kube_source
+        redis_client = connect(config.redis) if config.redis else None
         if redis_client is not None:
-            with contextlib.suppress(Exception):
-                await redis_client.aclose()
-        log.info("stopped")
+            started_parts.push_async_callback(_close_quietly, redis_client)
+        observer = Observer(config, on_error=table.counters.error)
+        controller = Controller(config, inventory, observer, ProfileStore(config.profiles, redis_client),
+                                StateStore(redis_client), table)
+        try:
+            grpc_server = await keda.start(table, config)
+        except RuntimeError as exc:
+            raise _listen_error("gRPC", config.bind, config.grpc_port, exc) from None
+        started_parts.push_async_callback(grpc_server.stop, 1.0)
+        try:
+            http_runner, http_port = await adapter.start(table, config)
+        except OSError as exc:
+            raise _listen_error("HTTP", config.bind, config.http_port, exc) from None
+        started_parts.push_async_callback(http_runner.cleanup)
+        log.info("serving", grpc_port=grpc_server.port, http_port=http_port, interval=config.interval,
+                 prometheus=config.prometheus, redis=config.redis, stale_after=config.stale_after_s)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if started is not None:
+            started.set()
+        try:
+            await controller.run(stop)
+        finally:
+            log.info("stopping")
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    log.info("stopped")
     return 0
+
+
+async def _close_quietly(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        await client.aclose()

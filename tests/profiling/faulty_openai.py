@@ -3,7 +3,8 @@ cut-off streams, servers that report no usage, a chat template that adds tokens.
 endpoint (sim/realtime.py) is what the end-to-end test measures; this one exists because a healthy
 simulator never misbehaves on purpose.
 
-Behaviour by requested model name: "ok", "http500", "malformed", "truncated", "nousage", "slow".
+Behaviour by requested model name: "ok", "http500", "malformed", "truncated", "nousage", "slow", "flaky"
+(every second request of more than one token answers HTTP 500; 1-token probes always succeed).
 Tokens are whitespace-separated words; the chat API adds 3 template tokens, like a real chat template.
 """
 
@@ -26,6 +27,7 @@ class FaultyServer:
     requests: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    flaky_seen: int = 0
     models_seen: list[str] = field(default_factory=list)
     runner: web.AppRunner | None = None
 
@@ -51,7 +53,9 @@ class FaultyServer:
         self.requests += 1
         model = body.get("model", "ok")
         self.models_seen.append(model)
-        if model == "http500":
+        if model == "flaky" and int(body.get("max_tokens", 16)) > 1:
+            self.flaky_seen += 1
+        if model == "http500" or (model == "flaky" and self.flaky_seen % 2 == 1):
             return web.json_response({"error": {"message": "boom"}}, status=500)
         chat = request.path.endswith("/chat/completions")
         prompt = body["messages"][0]["content"] if chat else body["prompt"]

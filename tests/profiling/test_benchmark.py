@@ -16,6 +16,7 @@ from scaler.benchmark import (
     Benchmark,
     BenchmarkError,
     Point,
+    Unreachable,
     endpoint_url,
     grid_points,
     load_trace,
@@ -82,29 +83,59 @@ async def test_measures_a_grid_and_writes_rows(server: FaultyServer, tmp_path: P
     assert grid.inputs == (20,) and cap[0, 0] > 0
 
 
-async def test_failures_are_counted_per_point_not_fatal(server: FaultyServer, tmp_path: Path) -> None:
+# (model, what the point's requests meet): every request failing stops the run after that point.
+ALL_FAIL = [("malformed", "malformed_stream"), ("truncated", "malformed_stream")]
+
+
+@pytest.mark.parametrize(("model", "kind"), ALL_FAIL)
+async def test_a_point_whose_every_request_fails_stops_the_run(server: FaultyServer, tmp_path: Path, model: str,
+                                                                kind: str) -> None:
     out = tmp_path / "rows.jsonl"
-    for model, kind in (("http500", "http_500"), ("malformed", "malformed_stream"),
-                        ("truncated", "malformed_stream")):
-        run = await Benchmark(server.url, model).run([Point(8, 6, rate=100.0, requests=5)], out)
-        (row,) = run.rows
-        assert row["completed"] == 0 and row["errors"] == {kind: 5}, model
-        assert row["tput_rps"] == 0 and row["latency"] == {}
-    refused = f"http://127.0.0.1:{free_port()}"
-    run = await Benchmark(refused, "ok").run([Point(8, 6, concurrency=2, requests=4)], out)
-    assert run.rows[0]["errors"] == {"connection": 4}
+    points = [Point(8, 6, rate=100.0, requests=5), Point(8, 6, rate=200.0, requests=5)]
+    run = await Benchmark(server.url, model).run(points, out)
+    (row,) = run.rows  # the second point was not attempted
+    assert row["completed"] == 0 and row["errors"] == {kind: 5} and not row["complete"]
+    assert run.aborted is not None and "every request" in run.aborted and kind in run.aborted
+    assert row["tput_rps"] == 0 and row["latency"] == {}
+
+
+async def test_failures_are_counted_and_the_point_is_not_complete(server: FaultyServer, tmp_path: Path) -> None:
+    out = tmp_path / "rows.jsonl"
+    points = [Point(8, 6, concurrency=1, requests=6), Point(8, 6, concurrency=2, requests=6)]
+    run = await Benchmark(server.url, "flaky", calibrate=False).run(points, out)
+    assert run.aborted is None and len(run.rows) == 2 and run.failed == run.rows
+    for row in run.rows:
+        assert row["errors"] == {"http_500": 3} and row["completed"] == 3 and not row["complete"]
+    # A rerun never skips a point with failures.
+    again = await Benchmark(server.url, "flaky", calibrate=False).run(points, out)
+    assert not again.skipped and len(again.rows) == 2
+
+
+UNREACHABLE = [("refused", "connection", "Cannot connect"), ("http500", "http_500", "boom")]
+
+
+@pytest.mark.parametrize(("case", "kind", "words"), UNREACHABLE)
+async def test_unreachable_endpoint_fails_fast_naming_the_connection(server: FaultyServer, tmp_path: Path,
+                                                                     case: str, kind: str, words: str) -> None:
+    out = tmp_path / "rows.jsonl"
+    url = f"http://127.0.0.1:{free_port()}" if case == "refused" else server.url
+    with pytest.raises(Unreachable) as err:
+        await Benchmark(url, case).run(grid_points([8, 16], [4, 8], rates=[1, 2], requests=50), out)
+    assert kind in str(err.value) and words in str(err.value) and url in str(err.value)
+    assert not out.exists() or not read_rows(out)
+    assert server.requests == (1 if case == "http500" else 0)  # one preflight request, nothing more
 
 
 async def test_timeouts_and_point_deadline(server: FaultyServer, tmp_path: Path) -> None:
     out = tmp_path / "rows.jsonl"
     run = await Benchmark(server.url, "slow", request_timeout=0.1, calibrate=False).run(
         [Point(8, 50, concurrency=2, requests=2)], out)
-    assert run.rows[0]["errors"] == {"timeout": 2}
+    assert run.rows[0]["errors"] == {"timeout": 2} and not run.rows[0]["complete"] and run.aborted
     # Point deadline: arrivals after it are not sent, in-flight ones are cancelled, all counted.
     run = await Benchmark(server.url, "slow", point_timeout=0.3, calibrate=False).run(
         [Point(8, 50, rate=20.0, arrival="constant", requests=40)], out)
     row = run.rows[0]
-    assert row["complete"] and row["completed"] == 0
+    assert not row["complete"] and row["completed"] == 0
     assert row["errors"]["cancelled"] >= 1 and row["errors"]["not_sent"] >= 20
     assert row["errors"]["cancelled"] + row["errors"]["not_sent"] == 40
 
@@ -113,19 +144,20 @@ async def test_rerun_skips_measured_points_and_redoes_interrupted_ones(server: F
     out = tmp_path / "rows.jsonl"
     first = grid_points([10], [4], concurrencies=[1, 2], requests=3)
     await Benchmark(server.url, "ok", calibrate=False).run(first, out)
-    assert server.requests == 6
+    assert server.requests == 1 + 6  # the preflight request, then the points
     more = grid_points([10], [4], concurrencies=[1, 2, 3], requests=3)
     run = await Benchmark(server.url, "ok", calibrate=False).run(more, out)
     assert len(run.skipped) == 2 and [r["concurrency"] for r in run.rows] == [3]
-    assert server.requests == 9
+    assert server.requests == 7 + 1 + 3
     # Another model on the same file is a different point.
     run = await Benchmark(server.url, "nousage", calibrate=False).run(first[:1], out)
     assert len(run.rows) == 1 and run.rows[0]["output_tokens_measured"] == 4  # counted from chunks
 
     # Ctrl-C mid-point: the partial point is kept, marked incomplete, and measured again next time.
     bench = Benchmark(server.url, "slow", calibrate=False)
+    before = server.requests
     task = asyncio.create_task(bench.run([Point(10, 30, concurrency=2, requests=6)], out))
-    while server.in_flight == 0:
+    while server.in_flight == 0 or server.requests < before + 2:  # past the preflight, into the point
         await asyncio.sleep(0.01)
     bench.stop.set()
     run = await task

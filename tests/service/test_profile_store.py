@@ -31,8 +31,9 @@ async def test_profile_is_reparsed_only_when_its_value_changes(redis_url: str) -
         changed = (await store.lookup(INVENTORY))[VariantId("llm", "a100")]
         assert changed.profile is not None and changed.profile.cost_per_hour == 9.5
         plain.set(our_key("llama2-7b", "a100"), b"{not json")
-        broken = (await store.lookup(INVENTORY))[VariantId("llm", "a100")]
-        assert broken.status == "invalid" and "not JSON" in broken.detail
+        broken = (await store.lookup(INVENTORY))[VariantId("llm", "a100")]  # overwritten in use: the last good stands
+        assert broken.status == "ok" and broken.last_good and broken.profile is changed.profile
+        assert "not JSON" in broken.detail
     finally:
         await client.aclose()
         plain.close()

@@ -128,7 +128,6 @@ async def test_v0_and_v1_names_against_real_prometheus(prometheus: PrometheusSer
             assert facts.completions_rps > 0 and facts.prompt_histogram
             assert all(v.newest_sample for v in facts.variants.values())
             assert observer.queries_sent % len(CYCLE_QUERIES) == 0
-            observer.close()
         assert obs.models[("b", "m0")].waiting == 5
         assert obs.replicas[("b", "m0-a100")] == 1
     finally:
@@ -170,10 +169,8 @@ async def test_prometheus_5xx_timeout_unreachable_are_classified(failing_server:
     handler.delay = 1.0
     obs = await observer.observe()
     assert set(obs.errors.values()) == {"timeout"}
-    observer.close()
     dead = Observer(Config(prometheus="http://127.0.0.1:9", prometheus_timeout=0.3))
     assert set((await dead.observe()).errors.values()) == {"unreachable"}
-    dead.close()
     assert {"http_5xx", "timeout"} <= set(kinds)
 
 
