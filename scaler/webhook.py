@@ -165,9 +165,12 @@ def catalog_product(product: str) -> str | None:
     """GPU feature discovery's `nvidia.com/gpu.product` (the NVML name, spaces turned into dashes, e.g.
     NVIDIA-A100-SXM4-80GB, Tesla-V100-SXM2-32GB, NVIDIA-H100-80GB-HBM3; NVIDIA/k8s-device-plugin
     internal/lm/resource.go, getProductName/sanitise) → the catalog's name, or None when the catalog has no
-    such accelerator. A `-MIG-<profile>` suffix (mig-strategy single) gives the slice; `-SHARED` is dropped."""
+    such accelerator. A `-MIG-<profile>` suffix (mig-strategy single) gives the slice. A `-SHARED` one
+    (time-slicing or MPS) is None: replicas sharing a GPU get an unknown part of it, so no estimate holds."""
+    if product.upper().endswith("-SHARED"):
+        return None
     base, _, profile = product.partition("-MIG-")
-    tokens = [t for t in base.upper().replace("_", "-").split("-") if t and t != "SHARED"]
+    tokens = [t for t in base.upper().replace("_", "-").split("-") if t]
     name: str | None = None
     if "H100" in tokens and ("HBM3" in tokens or "SXM5" in tokens or "80GB" in tokens) and "PCIE" not in tokens:
         name = "H100-80GB"  # the catalog's H100 is the SXM part; PCIe and NVL differ in bandwidth and memory
