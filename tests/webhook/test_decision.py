@@ -60,10 +60,10 @@ def _measured() -> dict[str, Scale]:
 
 
 def _admit(pod: dict[str, Any], offers: list[Offer] = OFFERS, measured: dict[str, Scale] | None = None,
-           policy: Policy = Policy(), **review_kw: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+           policy: Policy | None = None, **review_kw: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """Through the AdmissionReview wire format, answer verified as the API server does, patch applied."""
     req = admission_review(pod, **review_kw)
-    answer, decision, _ = review(req, offers, (lambda _s: measured or {}), policy)
+    answer, decision, _ = review(req, offers, (lambda _s: measured or {}), policy or Policy())
     response = verify_response(req, json.loads(json.dumps(answer)))
     patched = apply_response(pod, response)
     validate_pod(patched)
@@ -87,7 +87,7 @@ AUTOFIT = [  # (load, measured scale?, expected pick) — TPOT 50 ms, A100-80GB 
 @pytest.mark.parametrize(("load", "measured", "pick"), AUTOFIT)
 def test_autofit_example(load: int, measured: bool, pick: str) -> None:
     pod = vllm_pod({MODEL: "llama2-7b", LOAD: str(load), **SHORT}, env={"TPOT": "50"})
-    response, decision, patched = _admit(pod, measured=_measured() if measured else None)
+    _, decision, patched = _admit(pod, measured=_measured() if measured else None)
     assert decision.outcome is Outcome.PATCHED and decision.meets_slo
     assert decision.pick == pick
     assert decision.basis == ("measured on A100-80GB" if measured else "analytical")
@@ -108,7 +108,7 @@ def test_more_load_never_gets_a_smaller_slice() -> None:
 
 
 def test_none_meets_the_slo_gets_the_largest_with_a_warning() -> None:
-    response, decision, patched = _admit(vllm_pod({MODEL: "llama2-7b", LOAD: "500", TPOT: "50ms"}))
+    response, decision, _ = _admit(vllm_pod({MODEL: "llama2-7b", LOAD: "500", TPOT: "50ms"}))
     assert decision.outcome is Outcome.PATCHED and decision.meets_slo is False
     assert decision.pick in ("A100-80GB", "A100-80GB/7g.80gb")
     assert any("no offered accelerator meets" in w for w in response["warnings"])
@@ -259,8 +259,9 @@ def test_the_named_container_is_the_one_sized() -> None:
 
 
 def test_a_pod_pinned_to_a_product_keeps_its_pin() -> None:
-    offers = [Offer("A100-80GB/3g.40gb", "nvidia.com/mig-3g.40gb", {"nvidia.com/gpu.product": ("NVIDIA-A100-SXM4-80GB",)}, 4),
-              Offer("H100-80GB/3g.40gb", "nvidia.com/mig-3g.40gb", {"nvidia.com/gpu.product": ("NVIDIA-H100-80GB-HBM3",)}, 4)]
+    product = "nvidia.com/gpu.product"
+    offers = [Offer("A100-80GB/3g.40gb", "nvidia.com/mig-3g.40gb", {product: ("NVIDIA-A100-SXM4-80GB",)}, 4),
+              Offer("H100-80GB/3g.40gb", "nvidia.com/mig-3g.40gb", {product: ("NVIDIA-H100-80GB-HBM3",)}, 4)]
     free = decide(vllm_pod(GOOD), offers)
     assert free.pick == "A100-80GB/3g.40gb"  # cheaper
     pinned = vllm_pod(GOOD, extra={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}})
@@ -388,8 +389,9 @@ def test_offers_from_nodes() -> None:
     ]
     offers, notes = offers_from_nodes(nodes)
     by = {(o.accelerator, o.resource): o for o in offers}
-    assert set(by) == {("A100-80GB/1g.10gb", "nvidia.com/mig-1g.10gb"), ("A100-80GB/3g.40gb", "nvidia.com/mig-3g.40gb"),
-                       ("A100-40GB/1g.5gb", "nvidia.com/gpu"), ("A100-80GB", "nvidia.com/gpu"), ("L4", "nvidia.com/gpu")}
+    assert set(by) == {("A100-80GB/1g.10gb", "nvidia.com/mig-1g.10gb"),
+                       ("A100-80GB/3g.40gb", "nvidia.com/mig-3g.40gb"), ("A100-40GB/1g.5gb", "nvidia.com/gpu"),
+                       ("A100-80GB", "nvidia.com/gpu"), ("L4", "nvidia.com/gpu")}
     assert by[("A100-80GB", "nvidia.com/gpu")].allocatable == 10
     assert by[("A100-80GB", "nvidia.com/gpu")].selector == {
         "nvidia.com/gpu.product": ("NVIDIA-A100-80GB-PCIe", "NVIDIA-A100-SXM4-80GB")}
