@@ -583,7 +583,7 @@ def decide(pod: Mapping[str, Any], offers: Sequence[Offer], measured: MeasuredSc
         return Decision(Outcome.MALFORMED, "; ".join(parsed), warnings=tuple(f"gpumix: {p}" for p in parsed),
                         model=str(annotations.get(MODEL)))
     intent = parsed
-    common = {"model": intent.spec.name, "previous": intent.resource, "load": str(intent.load)}
+    common: dict[str, Any] = {"model": intent.spec.name, "previous": intent.resource, "load": str(intent.load)}
     if not offers:
         msg = "no accelerator is offered (empty list, or no node has allocatable nvidia.com/gpu or mig-*)"
         return Decision(Outcome.NO_FIT, msg, warnings=(f"gpumix: {msg}; admitted unchanged",), **common)
