@@ -241,11 +241,14 @@ def static_offers(entries: Any, source: str) -> list[Offer]:
 def offers_from_nodes(nodes: Iterable[Mapping[str, Any]]) -> tuple[list[Offer], list[str]]:
     """Nodes' allocatable `nvidia.com/gpu` and `nvidia.com/mig-<profile>` → offers, and a note per node whose
     GPU the catalog does not know. The accelerator is named by the node label `gpumix.io/accelerator` (a
-    catalog name), else GPU feature discovery's `nvidia.com/gpu.product`; that label is also the selector."""
+    catalog name), else GPU feature discovery's `nvidia.com/gpu.product`; that label is also the selector.
+    Cordoned nodes offer nothing."""
     out: list[Offer] = []
     notes: list[str] = []
     for node in nodes:
         meta = node.get("metadata") or {}
+        if (node.get("spec") or {}).get("unschedulable"):
+            continue  # cordoned: a pod sent to its slices would stay Pending
         labels = meta.get("labels") or {}
         allocatable = (node.get("status") or {}).get("allocatable") or {}
         gpu_resources = {r: _quantity(v) for r, v in allocatable.items() if r == GPU or r.startswith(MIG_PREFIX)}

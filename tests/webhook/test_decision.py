@@ -386,6 +386,8 @@ def test_offers_from_nodes() -> None:
         _node("unknown", {"nvidia.com/gpu.product": "NVIDIA-B200"}, {"nvidia.com/gpu": "8"}),
         _node("cpu", {}, {}),
         _node("drained", {"nvidia.com/gpu.product": "NVIDIA-L4"}, {"nvidia.com/gpu": "0"}),
+        {**_node("cordoned", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, {"nvidia.com/gpu": "8"}),
+         "spec": {"unschedulable": True}},
     ]
     offers, notes = offers_from_nodes(nodes)
     by = {(o.accelerator, o.resource): o for o in offers}
