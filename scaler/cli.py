@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "benchmark": "measure an OpenAI-compatible endpoint over a grid of lengths and rates",
     "profile": "turn benchmark rows into a profile under an SLO",
     "recommend": "right-size one server onto a GPU or MIG slice (AutoFit)",
+    "webhook": "right-size LLM server pods as they are created (AutoFit as a mutating admission webhook)",
     "render": "write ScaledObjects for a model's variants",
     "lint": "check ScaledObjects, HPAs and Deployments against what gpumix needs",
 }
