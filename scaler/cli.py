@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "recommend": "right-size one server onto a GPU or MIG slice (AutoFit)",
     "render": "write ScaledObjects for a model's variants",
     "lint": "check ScaledObjects, HPAs and Deployments against what gpumix needs",
+    "calibrate": "observed capacity per variant against its profile; stored corrections; freeze/reset",
 }
 
 
