@@ -197,6 +197,28 @@ class LatencyHistogram:
             cumulative.append(running)
         return LatencyHistogram(bounds, tuple(cumulative), max(total, running))
 
+    @staticmethod
+    def from_values(values: Sequence[float], bounds: Sequence[float]) -> LatencyHistogram:
+        """Latencies seen one by one (the replay's requests) bucketed as a server would export them."""
+        edges = np.asarray(sorted(bounds), dtype=np.float64)
+        if edges.size == 0 or edges[0] <= 0 or not np.all(np.isfinite(edges)):
+            raise CalibrationError("histogram", [f"bounds must be finite and > 0, got {tuple(bounds)}"])
+        data = np.asarray(values, dtype=np.float64)
+        data = data[np.isfinite(data)]
+        counts = np.searchsorted(np.sort(data), edges, side="right").astype(np.float64)
+        return LatencyHistogram(tuple(float(b) for b in edges), tuple(float(c) for c in counts), float(data.size))
+
+    def straddles(self, limit: float) -> tuple[float, float] | None:
+        """The bucket (lo, hi] a limit falls strictly inside, if it is not on a bound."""
+        lo = 0.0
+        for b in self.bounds:
+            if b == limit:
+                return None
+            if b > limit:
+                return (lo, b)
+            lo = b
+        return (lo, math.inf)
+
     def merged(self, other: LatencyHistogram) -> LatencyHistogram:
         if other.bounds != self.bounds:
             raise CalibrationError("histogram", [f"bucket bounds differ: {self.bounds} vs {other.bounds}"])
@@ -324,6 +346,28 @@ def region_of(input_tokens: float, edges: Sequence[int]) -> str | None:
     if not names:
         return None
     return next((n for e, n in zip(edges, names, strict=False) if input_tokens <= e), names[-1])
+
+
+def model_slo(profiles: Sequence[Profile]) -> SLO:
+    """One SLO for a model whose variants' profiles may state it differently: the strictest of each limit
+    at the highest percentile (users of any variant are promised at least that)."""
+    limits: dict[str, float] = {}
+    for p in profiles:
+        for metric, limit in p.slo.limits().items():
+            limits[metric] = min(limit, limits.get(metric, math.inf))
+    levels = [p.slo.percentile for p in profiles]
+    percentile = max(levels, key=lambda x: -1 if x == "mean" else int(x), default="99")
+    return SLO(percentile=percentile, **limits)
+
+
+def model_load(demand: Demand, fleet: Sequence[tuple[Profile, float]]) -> float | None:
+    """The utilisation a model ran at: its demand over the capacity of the replicas it ran, (corrected
+    profile, replicas) per variant, each at the model's mix. The headroom loop's anti-windup input."""
+    capacity = 0.0
+    for profile, replicas in fleet:
+        rps = predicted_capacity(profile, demand)
+        capacity += 0.0 if rps is None else rps * replicas
+    return demand.total / capacity if capacity > 0 else None
 
 
 def predicted_capacity(profile: Profile, demand: Demand) -> float | None:
@@ -735,6 +779,16 @@ def apply(profile: Profile, correction: Correction) -> Profile:
 
 
 # ------------------------------------------------------------------------------------------ exposition
+
+
+GAUGE_HELP = {
+    "gpumix_calibration_factor": "capacity correction applied to the variant's profile (1 = as profiled)",
+    "gpumix_calibration_frozen": "1 while an operator froze the variant's correction",
+    "gpumix_calibration_region_factor": "capacity correction of one prompt-length region, where supported",
+    "gpumix_headroom_utilization": "the planner's utilisation target for the model, adapted to the SLO",
+    "gpumix_headroom_frozen": "1 while an operator froze the model's utilisation target",
+    "gpumix_slo_attainment": "share of requests within every SLO limit over the last window (lower bound)",
+}
 
 
 def gauges(state: CalibrationState) -> list[Gauge]:

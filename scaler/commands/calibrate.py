@@ -36,12 +36,14 @@ from optimizer.calibrate import (
     Verdict,
     apply,
     apply_control,
+    attainment,
     judge,
+    model_slo,
     predicted_capacity,
     region_shares,
 )
 from optimizer.demand import from_histograms
-from optimizer.profile import Profile
+from optimizer.profile import SLO, Profile
 from scaler.config import Config, ConfigError, load
 
 # Per pod: ages and latency increase over the window, so warming replicas can be left out. `{window}` is the
@@ -161,6 +163,14 @@ def variant_window(key: str, o: VariantObservation, profile: Profile, window_s: 
                 problems.append(str(exc))
         # A pod without a known age counts as warming: the conservative side.
         replicas.append(ReplicaWindow(o.ages.get(pod, 0.0), o.completed.get(pod, 0.0), hists))
+    for metric, limit in profile.slo.limits().items():
+        hist = next((r.histograms[metric] for r in replicas if metric in r.histograms), None)
+        inside = None if hist is None else hist.straddles(limit)
+        if hist is None:
+            problems.append(f"no {metric} histogram: the {metric} limit is not judged")
+        elif inside is not None and settings.interpolation == "bound":
+            problems.append(f"{metric} limit {limit:g} s is inside bucket ({inside[0]:g}, {inside[1]:g}]: "
+                            "requests there count as missed; a limit on a bucket bound is exact")
     predicted, shares = None, {}
     if o.prompt_histogram and o.generation_histogram:
         demand = from_histograms(profile.model, profile.grid, o.prompt_histogram, o.generation_histogram, 1.0)
@@ -170,6 +180,21 @@ def variant_window(key: str, o: VariantObservation, profile: Profile, window_s: 
         problems.append("no length histograms for this variant: the profile's capacity at its mix is unknown")
     return VariantWindow(key, window_s, tuple(replicas), predicted, profile.slo, o.waiting_start, o.waiting_end,
                          shares), problems
+
+
+def model_attainment(pods: Sequence[Mapping[str, list[tuple[float, float]]]], slo: SLO,
+                     settings: CalibrationSettings) -> float | None:
+    """What users of the model got over the window: every pod, warming ones too."""
+    merged: dict[str, LatencyHistogram] = {}
+    for pod in pods:
+        for metric, pairs in pod.items():
+            try:
+                hist = LatencyHistogram.from_buckets(pairs)
+                merged[metric] = merged[metric].merged(hist) if metric in merged else hist
+            except CalibrationError:
+                continue
+    att = attainment(merged, slo, settings.attainment_target, settings.interpolation)
+    return None if att is None else att.attainment
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -361,8 +386,19 @@ async def _report(config: Config, args: argparse.Namespace, settings: Calibratio
                 args.write.mkdir(parents=True, exist_ok=True)
                 corrected = apply(status.profile, state.correction(key, settings))
                 (args.write / f"{v.name}.json").write_text(json.dumps(corrected.to_json(), indent=1))
-    models = [{"model": k, "utilization": m.utilization, "frozen": m.frozen, "attainment": m.attainment}
-              for k, m in sorted(state.models.items())]
+    models = []
+    for model in inventory.models:
+        key = f"{model.namespace}/{model.name}"
+        usable = [p for v in model.variants if (p := profiles[(v.namespace, v.name)].profile) is not None]
+        observed = None
+        if usable:
+            pods = [pod for v in model.variants if (o := seen.get((v.namespace, v.name))) for pod in o.pods.values()]
+            observed = model_attainment(pods, model_slo(usable), settings)
+        entry = state.models.get(key)
+        models.append({"model": key, "utilization": state.utilization(key, settings),
+                       "frozen": entry is not None and entry.frozen,
+                       "stored_attainment": None if entry is None else entry.attainment,
+                       "observed_attainment": observed, "target": settings.attainment_target})
     if args.json:
         print(json.dumps({"window_s": window_s, "variants": rows, "models": models, "unreadable": unreadable},
                          indent=1, default=_finite))
@@ -413,7 +449,8 @@ def _print_table(rows: list[dict[str, Any]], models: list[dict[str, Any]], unrea
     if models:
         print("\nper model: utilisation target (headroom)")
         for m in models:
-            print(f"  {m['model']}: u={m['utilization']:.3f}{' (frozen)' if m['frozen'] else ''} "
-                  f"last attainment {_fmt(m['attainment'], '.4f')}")
+            print(f"  {m['model']}: u={m['utilization']:.3f}{' (frozen)' if m['frozen'] else ''}, attainment "
+                  f"{_fmt(m['observed_attainment'], '.4f')} over the window (target {m['target']}), "
+                  f"{_fmt(m['stored_attainment'], '.4f')} in the service's last window")
     for key, problem in unreadable.items():
         print(f"unreadable stored entry {key}: {problem}")

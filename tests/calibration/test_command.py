@@ -21,7 +21,7 @@ from tests.service.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
-GRID = Grid((1024,), (256,))  # the exporter's requests (500 in, 100 out) all fall in this one bucket
+GRID = Grid((1024,), (256,))  # every request of the exporter's falls in this one bucket (the last)
 
 
 def profile(variant: str, rps: float, ttft: float) -> Profile:
@@ -34,12 +34,12 @@ def fleet(tmp_path: Path, prometheus: PrometheusServer) -> Iterator[tuple[list[s
     exporter = FleetExporter()
     # a100: 2 replicas at 10 req/s each against a claimed 12 → load 0.83, TTFT 0.075 s well under 1 s.
     exporter.set_variant("llm", "llama2-7b", "a100", replicas=2, rps=20.0)
-    # a40: 8 req/s against a claimed 16 → load 0.5, but every TTFT (0.075 s) misses its 0.06 s limit.
-    exporter.set_variant("llm", "llama2-7b", "a40", replicas=1, rps=8.0)
+    # a40: 8 req/s against a claimed 16 → load 0.5, but every TTFT (0.15 s: long prompts) misses its 0.1 s limit.
+    exporter.set_variant("llm", "llama2-7b", "a40", replicas=1, rps=8.0, prompt_tokens=2000)
     prometheus.reload([exporter.start()])
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    for p in (profile("a100", 12.0, 1.0), profile("a40", 16.0, 0.06)):
+    for p in (profile("a100", 12.0, 1.0), profile("a40", 16.0, 0.1)):
         (profiles / f"{p.variant}.json").write_text(json.dumps(p.to_json()))
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text("models:\n- name: llama2-7b\n  namespace: llm\n  variants:\n"
@@ -72,6 +72,11 @@ def test_observed_capacity_against_the_profile(fleet: tuple[list[str], Path], re
         return rows if ready else None
 
     rows = eventually(settled, timeout=90.0, every=2.0, what="pods older than the window")
+    out = report(args, capsys)
+    # The model's SLO is the strictest of its profiles' (0.1 s): the a40's 8 of 28 req/s miss it.
+    (model,) = out["models"]
+    assert model["model"] == "llm/llama2-7b" and model["utilization"] == 0.8
+    assert model["observed_attainment"] == pytest.approx(1 - 8.0 / 28.0, abs=0.05)
     a100, a40 = rows["llm/a100"], rows["llm/a40"]
     assert a100["profile_rps"] == pytest.approx(12.0)
     assert a100["load"] == pytest.approx(10.0 / 12.0, rel=0.25)
@@ -86,6 +91,7 @@ def test_observed_capacity_against_the_profile(fleet: tuple[list[str], Path], re
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "llm/a40" in text and "derated" in text and "uprated" in text
+    assert "inside bucket" not in text  # both limits sit on vLLM bucket bounds
 
     # Corrected profiles: the stored factor applied, raw rows kept.
     out_dir = tmp / "corrected"

@@ -25,6 +25,8 @@ from optimizer.calibrate import (
     attainment,
     gauges,
     judge,
+    model_load,
+    model_slo,
     parse_state,
     predicted_capacity,
     region_shares,
@@ -328,3 +330,25 @@ def test_histograms_with_different_bounds_skip_only_that_window() -> None:
     odd = ReplicaWindow(MATURE, 30.0, {"ttft": histogram([0.1] * 30, bounds=(0.1, 1.0))})
     verdict = judge(1.0, replace(w, replicas=(*w.replicas, odd)), S)
     assert verdict.outcome is Outcome.SKIPPED_BAD_INPUT and "bounds differ" in verdict.detail
+
+
+def test_histogram_from_values_and_where_a_limit_falls() -> None:
+    h = LatencyHistogram.from_values([0.05, 0.1, 0.3, 2.0, math.nan], (0.1, 0.25, 0.5))
+    assert (h.bounds, h.cumulative, h.total) == ((0.1, 0.25, 0.5), (2.0, 2.0, 3.0), 4.0)
+    assert h.straddles(0.25) is None
+    assert h.straddles(0.3) == (0.25, 0.5)
+    assert h.straddles(0.9) == (0.5, math.inf)
+    with pytest.raises(CalibrationError, match="bounds"):
+        LatencyHistogram.from_values([1.0], ())
+
+
+def test_model_load_is_demand_over_the_capacity_it_ran() -> None:
+    demand = from_buckets("m", GRID, [(200, 50, 6.0)])
+    assert model_load(demand, [(PROFILE, 2.0), (PROFILE, 1.0)]) == pytest.approx(6.0 / (3 * 4.0))
+    assert model_load(demand, [(PROFILE, 0.0)]) is None
+
+
+def test_a_models_slo_is_the_strictest_of_its_profiles() -> None:
+    loose = replace(PROFILE, slo=SLO(percentile="90", ttft=2.0, tpot=0.1))
+    strict = replace(PROFILE, slo=SLO(percentile="99", ttft=1.0, e2e=30.0))
+    assert model_slo([loose, strict]) == SLO(percentile="99", ttft=1.0, tpot=0.1, e2e=30.0)
