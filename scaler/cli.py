@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "webhook": "right-size LLM server pods as they are created (AutoFit as a mutating admission webhook)",
     "render": "write ScaledObjects for a model's variants",
     "lint": "check ScaledObjects, HPAs and Deployments against what gpumix needs",
+    "calibrate": "observed capacity per variant against its profile; stored corrections; freeze/reset",
 }
 
 
