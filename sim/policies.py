@@ -33,6 +33,7 @@ from optimizer.stabilize import prune
 from sim.engine import Fleet
 from sim.fleet import FleetSpec
 from sim.hpa_emulator import (
+    DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
     Behavior,
     MetricSpec,
@@ -48,6 +49,7 @@ CYCLE_S = 15.0  # gpumix's control interval (and the HPA's sync period)
 DEMAND_WINDOW_S = 60.0
 DRAIN_S = 60.0  # backlog is demand to clear within this long
 QUEUE_TARGET = 3.0  # waiting requests per pod for hpa-queue
+GKE_BATCH_HEADROOM = 0.8  # hpa-gke's target: this share of the batch that still meets the TPOT SLO
 UTILIZATION = 0.8
 
 IntArray = npt.NDArray[np.int64]
@@ -126,6 +128,14 @@ class Policy:
 
 
 class StaticPeak(Policy):
+    """The cheapest single type that covers the trace's peak, fixed for the run.
+
+    Rule: types are compared on the buckets *some* type's profile can serve (a bucket no type serves is no
+    type's fault, and counting it made every type look partial, so the type serving least looked cheapest).
+    A type must serve every one of those buckets to be chosen, and the cheapest such fleet wins. Only when
+    no single type covers them all does the type with the greatest coverage of the peak demand win (then the
+    cheaper), sized for what it can serve."""
+
     name = "static-peak"
 
     def __init__(self, spec: FleetSpec) -> None:
@@ -135,45 +145,56 @@ class StaticPeak(Policy):
 
     def initial(self, spec: FleetSpec, trace: Trace) -> dict[str, int]:
         grid = fleet_grid(self.profiles)
-        peak = peak_demand(spec.model, grid, trace)
-        best: tuple[float, str, int] | None = None
-        for name, profile in self.profiles.items():
-            n = replicas_for(profile, peak)
-            if n is None:
-                # a type that cannot serve some bucket under the SLO is sized for what it can serve
-                mu = resample(profile, grid).capacity
-                n = replicas_for(profile, Demand(spec.model, grid, np.where(mu > 0, peak.rates, 0.0)))
-                if n is None:
-                    continue
-                penalty = 1
-            else:
-                penalty = 0
-            n = min(max(n, 1), spec.variant(name).max_replicas)
-            # a type that serves every bucket wins over one that does not, then the cheaper
-            cand = (penalty * 1e9 + n * profile.cost_per_hour, name, n)
-            if best is None or cand < best:
-                best = cand
-        if best is None:
+        choice = static_peak_choice(spec, self.profiles, peak_demand(spec.model, grid, trace))
+        if choice is None:
             return {}
-        self.choice = (best[1], best[2])
-        return {best[1]: best[2]}
+        self.choice = choice
+        return {choice[0]: choice[1]}
+
+
+def static_peak_choice(spec: FleetSpec, profiles: dict[str, Profile], peak: Demand) -> tuple[str, int] | None:
+    """(type, replicas) by StaticPeak's rule, or None when no type serves any bucket with demand."""
+    mu = {name: resample(p, peak.grid).capacity for name, p in profiles.items()}
+    if not mu:
+        return None
+    someone = np.max(list(mu.values()), axis=0) > 0
+    rates = np.where(someone, peak.rates, 0.0)  # the buckets some type can serve
+    total = float(rates.sum())
+    best: tuple[float, float, str, int] | None = None
+    for name, profile in profiles.items():
+        served = np.where(mu[name] > 0, rates, 0.0)
+        coverage = float(served.sum()) / total if total > 0 else 1.0
+        if coverage <= 0:
+            continue
+        n = replicas_for(profile, Demand(spec.model, peak.grid, served))
+        assert n is not None  # `served` has no bucket this type cannot serve
+        n = min(max(n, 1), spec.variant(name).max_replicas)
+        # full coverage first (−coverage sorts the fullest first), then the cheaper fleet
+        cand = (-round(coverage, 12), n * profile.cost_per_hour, name, n)
+        if best is None or cand < best:
+            best = cand
+    return None if best is None else (best[2], best[3])
 
 
 class QueueScaler:
     """KEDA's Prometheus trigger on sum(vllm:num_requests_waiting) for one variant (plus requests the
-    gateway holds for want of a ready pod)."""
+    gateway holds for want of a ready pod); with `running`, sum(num_requests_waiting + num_requests_running),
+    the queue-plus-batch metric."""
 
-    def __init__(self, fleet: Fleet, variant: str, target: float) -> None:
+    def __init__(self, fleet: Fleet, variant: str, target: float, running: bool = False) -> None:
         self.fleet = fleet
         self.variant = variant
         self.target = target
+        self.running = running
 
     def get_metric_spec(self, ref: ScaledObjectRef) -> list[MetricSpec]:
-        return [MetricSpec(f"s0-vllm-waiting-{self.variant}", max(1, round(self.target)), self.target)]
+        kind = "requests" if self.running else "waiting"
+        return [MetricSpec(f"s0-vllm-{kind}-{self.variant}", max(1, round(self.target)), self.target)]
 
     def _waiting(self) -> float:
         snap = self.fleet.snapshot()
-        return float(snap.variants[self.variant].waiting + snap.pending)
+        v = snap.variants[self.variant]
+        return float(v.waiting + snap.pending + (v.running if self.running else 0))
 
     def get_metrics(self, ref: ScaledObjectRef, metric_name: str) -> list[MetricValue]:
         value = self._waiting()
@@ -184,7 +205,7 @@ class QueueScaler:
 
 
 def _scaled_object(spec: FleetSpec, variant: str, min_replicas: int, trigger: str = "external",
-                   polling_s: float = 30.0) -> ScaledObjectSpec:
+                   polling_s: float = 30.0, behavior: Behavior | None = None) -> ScaledObjectSpec:
     v = spec.variant(variant)
     down = ScalingRules(v.scale_down_window_s, DEFAULT_SCALE_UP.policies[:1])
     return ScaledObjectSpec(
@@ -192,8 +213,21 @@ def _scaled_object(spec: FleetSpec, variant: str, min_replicas: int, trigger: st
         metadata={"scalerAddress": "in-process", "model": spec.model, "variant": variant},
         trigger_type=trigger,  # type: ignore[arg-type]
         min_replicas=min_replicas, max_replicas=v.max_replicas, polling_interval_s=polling_s,
-        behavior=Behavior(scale_down=down),
+        behavior=behavior or Behavior(scale_down=down),
     )
+
+
+def _first_minute_replicas(spec: FleetSpec, variant: str, trace: Trace) -> int:
+    """What an HPA that had been running before the trace would hold: the first minute's servable demand."""
+    profiles = spec.profiles()
+    n = 1
+    if variant in profiles:
+        grid = profiles[variant].grid
+        first = demand_between(spec.model, grid, trace, 0.0, DEMAND_WINDOW_S)
+        mu = profiles[variant].capacity
+        first = Demand(spec.model, grid, np.where(mu > 0, first.rates, 0.0))
+        n = max(1, replicas_for(profiles[variant], first) or 1)
+    return min(n, spec.variant(variant).max_replicas)
 
 
 class HpaQueue(Policy):
@@ -204,21 +238,65 @@ class HpaQueue(Policy):
         self.name = f"hpa-queue:{variant}"
 
     def initial(self, spec: FleetSpec, trace: Trace) -> dict[str, int]:
-        profiles = spec.profiles()
-        n = 1
-        if self.variant in profiles:
-            grid = profiles[self.variant].grid
-            first = demand_between(spec.model, grid, trace, 0.0, DEMAND_WINDOW_S)
-            mu = profiles[self.variant].capacity
-            first = Demand(spec.model, grid, np.where(mu > 0, first.rates, 0.0))
-            n = max(1, replicas_for(profiles[self.variant], first) or 1)
-        return {self.variant: min(n, spec.variant(self.variant).max_replicas)}
+        return {self.variant: _first_minute_replicas(spec, self.variant, trace)}
 
     def attach(self, fleet: Fleet, trace: Trace) -> None:
         super().attach(fleet, trace)
         scaler = QueueScaler(fleet, self.variant, self.target)
         self.emulator = ScaledObjectEmulator(_scaled_object(self.spec, self.variant, 1, polling_s=15.0),
                                              scaler, created_at=0.0)
+
+    def step(self, now: float) -> None:
+        current = self.fleet.replicas(self.variant)
+        n = self.emulator.advance(now, current)
+        if n != current:
+            self.fleet.set_replicas(self.variant, n, now)
+
+
+def gke_batch_target(spec: FleetSpec, variant: str, trace: Trace, headroom: float = GKE_BATCH_HEADROOM) -> float:
+    """Per-pod target of waiting + running requests for `hpa-gke`. The GKE guide sets a batch-size target
+    from a load test, below the batch at which the server stops meeting its latency goal. The load test
+    here is the replica's own performance model: the largest batch whose TPOT meets the SLO at the trace's
+    mean context (prompt + half the output), capped by the KV knee, times `headroom`."""
+    v = spec.variant(variant)
+    context = float(np.mean(trace.prompts + trace.outputs / 2.0)) if len(trace) else 1024.0
+    tpot = spec.slo.tpot if spec.slo.tpot is not None else 0.1
+    batch = v.perf.max_batch_for_tpot(tpot, context) or v.perf.knee(context)
+    return max(1.0, math.floor(headroom * batch))
+
+
+class HpaGke(Policy):
+    """`hpa-gke:<variant>`: the HPA as GKE's best-practice guide for LLM inference sets it up on one
+    accelerator type (cloud.google.com/kubernetes-engine/docs/best-practices/machine-learning/inference/
+    autoscaling: queue size maximises throughput within a latency target, batch size reaches lower latency;
+    both are per-pod server metrics). Metric: waiting + running requests per pod (queue plus batch), an
+    AverageValue target from `gke_batch_target`; the HPA's default behaviour, which is its stabilization:
+    scale-up with no window (+100 % or +4 pods per 15 s), scale-down only after the variant's
+    scale-down window (default 300 s) of lower recommendations. Unlike `hpa-queue` (waiting only), the
+    metric does not fall to 0 whenever the queue drains, so it does not swing between 1 and the maximum."""
+
+    def __init__(self, spec: FleetSpec, variant: str, target: float | None = None) -> None:
+        self.spec = spec
+        self.variant = variant
+        self.target = target
+        self.name = f"hpa-gke:{variant}"
+
+    def initial(self, spec: FleetSpec, trace: Trace) -> dict[str, int]:
+        if self.target is None:
+            self.target = gke_batch_target(spec, self.variant, trace)
+        return {self.variant: _first_minute_replicas(spec, self.variant, trace)}
+
+    def attach(self, fleet: Fleet, trace: Trace) -> None:
+        super().attach(fleet, trace)
+        assert self.target is not None, "initial() sets the target"
+        v = self.spec.variant(self.variant)
+        behavior = Behavior(DEFAULT_SCALE_UP, ScalingRules(v.scale_down_window_s, DEFAULT_SCALE_DOWN.policies))
+        scaler = QueueScaler(fleet, self.variant, self.target, running=True)
+        self.emulator = ScaledObjectEmulator(
+            _scaled_object(self.spec, self.variant, 1, polling_s=15.0, behavior=behavior), scaler, created_at=0.0)
+        n = fleet.replicas(self.variant)
+        if n:  # the HPA has been running at this count
+            self.emulator.hpa.recommendations.append((0.0, n))
 
     def step(self, now: float) -> None:
         current = self.fleet.replicas(self.variant)
@@ -360,11 +438,12 @@ class Oracle(Policy):
                 self.fleet.set_replicas(name, n, now)
 
 
-POLICY_NAMES = ("gpumix", "gpumix-hold", "hpa-queue", "static-peak", "oracle")
+POLICY_NAMES = ("gpumix", "gpumix-hold", "hpa-gke", "hpa-queue", "static-peak", "oracle", "clairvoyant")
 
 
 def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
-    """`name` is one of POLICY_NAMES, `hpa-queue:<variant>`, or `all`."""
+    """`name` is one of POLICY_NAMES, `hpa-queue:<variant>`, `hpa-gke:<variant>`, `gpumix-hold:<seconds>`,
+    `clairvoyant:<MILP time limit seconds>`, or `all`."""
     if name == "all":
         return [p for n in POLICY_NAMES for p in make_policies(spec, n)]
     if name == "gpumix":
@@ -387,8 +466,24 @@ def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
         return [HpaQueue(spec, v.name) for v in spec.variants]
     if name.startswith("hpa-queue:"):
         return [HpaQueue(spec, spec.variant(name.split(":", 1)[1]).name)]
+    if name == "hpa-gke":
+        return [HpaGke(spec, v.name) for v in spec.variants]
+    if name.startswith("hpa-gke:"):
+        return [HpaGke(spec, spec.variant(name.split(":", 1)[1]).name)]
+    if name == "clairvoyant" or name.startswith("clairvoyant:"):
+        from sim.clairvoyant import Clairvoyant  # it builds on this module
+
+        if name == "clairvoyant":
+            return [Clairvoyant(spec)]
+        try:
+            limit = float(name.split(":", 1)[1])
+        except ValueError:
+            limit = -1.0
+        if not limit > 0:
+            raise ValueError(f"policy {name!r}: clairvoyant:<MILP time limit seconds> needs a positive number")
+        return [Clairvoyant(spec, time_limit_s=limit)]
     raise ValueError(f"policy {name!r}: use one of {', '.join((*POLICY_NAMES, 'all'))}, "
-                     "hpa-queue:<variant> or gpumix-hold:<seconds>")
+                     "hpa-queue:<variant>, hpa-gke:<variant>, gpumix-hold:<seconds> or clairvoyant:<seconds>")
 
 
 def without_cold_start(spec: FleetSpec) -> FleetSpec:
