@@ -30,7 +30,7 @@ from optimizer.forecast import peak_hold
 from optimizer.profile import Grid, Profile, common_grid, resample
 from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
 from optimizer.stabilize import prune
-from sim.engine import Fleet
+from sim.engine import Fleet, Request
 from sim.fleet import FleetSpec
 from sim.hpa_emulator import (
     DEFAULT_SCALE_DOWN,
@@ -49,7 +49,7 @@ CYCLE_S = 15.0  # gpumix's control interval (and the HPA's sync period)
 DEMAND_WINDOW_S = 60.0
 DRAIN_S = 60.0  # backlog is demand to clear within this long
 QUEUE_TARGET = 3.0  # waiting requests per pod for hpa-queue
-GKE_BATCH_HEADROOM = 0.8  # hpa-gke's target: this share of the batch that still meets the TPOT SLO
+GKE_LOAD_TEST_S = 600.0  # hpa-gke's load test: this long at the target load
 UTILIZATION = 0.8
 
 IntArray = npt.NDArray[np.int64]
@@ -253,27 +253,55 @@ class HpaQueue(Policy):
             self.fleet.set_replicas(self.variant, n, now)
 
 
-def gke_batch_target(spec: FleetSpec, variant: str, trace: Trace, headroom: float = GKE_BATCH_HEADROOM) -> float:
-    """Per-pod target of waiting + running requests for `hpa-gke`. The GKE guide sets a batch-size target
-    from a load test, below the batch at which the server stops meeting its latency goal. The load test
-    here is the replica's own performance model: the largest batch whose TPOT meets the SLO at the trace's
-    mean context (prompt + half the output), capped by the KV knee, times `headroom`."""
+def gke_batch_target(spec: FleetSpec, variant: str, trace: Trace, utilization: float = UTILIZATION,
+                     seconds: float = GKE_LOAD_TEST_S, seed: int = 0) -> float:
+    """Per-pod target of waiting + running requests for `hpa-gke`, found as the GKE guide says to: by a load
+    test. One replica of the variant (the simulated one) is offered the trace's own length mix (the
+    requests its profile can serve) as Poisson arrivals at `utilization` × the rate its profile says it
+    sustains for that mix; the target is the mean waiting + running requests it holds after a minute's
+    warm-up. That is the queue-plus-batch level at which the replica works at the same headroom the other
+    policies plan with."""
+    profiles = spec.profiles()
     v = spec.variant(variant)
-    context = float(np.mean(trace.prompts + trace.outputs / 2.0)) if len(trace) else 1024.0
-    tpot = spec.slo.tpot if spec.slo.tpot is not None else 0.1
-    batch = v.perf.max_batch_for_tpot(tpot, context) or v.perf.knee(context)
-    return max(1.0, math.floor(headroom * batch))
+    if variant not in profiles or not len(trace):
+        return float(QUEUE_TARGET)
+    mu = profiles[variant].capacity
+    out_idx, in_idx = profiles[variant].grid.indices(trace.prompts, trace.outputs)
+    ok = mu[out_idx, in_idx] > 0
+    if not ok.any():
+        return float(QUEUE_TARGET)
+    rate = utilization / float(np.mean(1.0 / mu[out_idx[ok], in_idx[ok]]))  # req/s one replica carries
+    rng = np.random.default_rng(seed)
+    n = max(1, int(rate * seconds))
+    times = np.cumsum(rng.exponential(1.0 / rate, n))
+    pick = rng.choice(np.flatnonzero(ok), n)
+    one = replace(spec, variants=(replace(v, initial_replicas=1, min_replicas=1, max_replicas=1),))
+    fleet = Fleet(one, seed=seed)
+    samples: list[float] = []
+    t, i = 0.0, 0
+    while t < times[-1]:
+        t += 5.0
+        while i < n and times[i] < t:
+            fleet.submit(Request(int(trace.prompts[pick[i]]), int(trace.outputs[pick[i]])), float(times[i]))
+            i += 1
+        fleet.advance(t)
+        if t > DEMAND_WINDOW_S:
+            snap = fleet.snapshot()
+            samples.append(float(snap.variants[variant].waiting + snap.variants[variant].running + snap.pending))
+    return max(1.0, round(float(np.mean(samples)), 1)) if samples else float(QUEUE_TARGET)
 
 
 class HpaGke(Policy):
     """`hpa-gke:<variant>`: the HPA as GKE's best-practice guide for LLM inference sets it up on one
     accelerator type (cloud.google.com/kubernetes-engine/docs/best-practices/machine-learning/inference/
-    autoscaling: queue size maximises throughput within a latency target, batch size reaches lower latency;
-    both are per-pod server metrics). Metric: waiting + running requests per pod (queue plus batch), an
-    AverageValue target from `gke_batch_target`; the HPA's default behaviour, which is its stabilization:
-    scale-up with no window (+100 % or +4 pods per 15 s), scale-down only after the variant's
-    scale-down window (default 300 s) of lower recommendations. Unlike `hpa-queue` (waiting only), the
-    metric does not fall to 0 whenever the queue drains, so it does not swing between 1 and the maximum."""
+    autoscaling: queue size maximises throughput within a latency target, batch size reaches lower
+    latency; both are per-pod server metrics; thresholds come from load tests).
+
+    Metric: waiting + running requests per pod (queue plus batch), an AverageValue target from
+    `gke_batch_target`'s load test. Stabilization: the HPA's defaults, scale-up with no window (+100 % or
+    +4 pods per 15 s), scale-down only after the variant's scale-down window (default 300 s) of lower
+    recommendations. Unlike `hpa-queue` (waiting only) the metric does not fall to 0 whenever the queue
+    drains, so it does not swing between 1 and the maximum."""
 
     def __init__(self, spec: FleetSpec, variant: str, target: float | None = None) -> None:
         self.spec = spec
