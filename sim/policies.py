@@ -153,7 +153,8 @@ class StaticPeak(Policy):
 
 
 def static_peak_choice(spec: FleetSpec, profiles: dict[str, Profile], peak: Demand) -> tuple[str, int] | None:
-    """(type, replicas) by StaticPeak's rule, or None when no type serves any bucket with demand."""
+    """(type, replicas) by StaticPeak's rule (at least one replica; with no servable demand, one of the
+    cheapest type), or None when there are no profiles."""
     mu = {name: resample(p, peak.grid).capacity for name, p in profiles.items()}
     if not mu:
         return None
