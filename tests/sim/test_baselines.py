@@ -5,6 +5,7 @@ ratios the reports print."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import replace
 
@@ -247,3 +248,34 @@ def test_cost_ratios_against_the_clairvoyant(costs, expected):
     with_cost_ratios(results)
     got = {r.policy: (None if r.cost_ratio is None else round(r.cost_ratio, 6)) for r in results}
     assert got == expected
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+def test_replay_command_on_a_builtin_trace_with_a_profile_claim(tmp_path, capsys):
+    from scaler.cli import main
+
+    out = tmp_path / "out"
+    code = main(["replay", "aibrix-ramp:2", "--policy", "static-peak,clairvoyant:20", "--profile-claim", "2",
+                 "--speedup", "4", "--json", "--out", str(out)])
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["profile_claim"] == 2.0
+    by = {r["policy"]: r for r in doc["results"]}
+    assert by["clairvoyant"]["cost_vs_clairvoyant"] == 1.0
+    static, bound = by["static-peak"], by["clairvoyant"]
+    assert static["cost_vs_clairvoyant"] == pytest.approx(static["cost"] / bound["cost"], rel=1e-3)
+    assert set(by["static-peak"]["miss_causes"]) == {"dropped", "unservable bucket", "routing", "cold start",
+                                                     "capacity/queueing"}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["replay", "aibrix-ramp", "--profile-claim", "0"], "profile claim"),
+    (["replay", "aibrix-ramp", "--policy", ","], "at least one policy"),
+    (["replay", "aibrix-ramp", "--speedup", "-1"], "speedup"),
+])
+def test_replay_command_names_bad_input(tmp_path, capsys, argv, message):
+    from scaler.cli import main
+
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
