@@ -8,12 +8,18 @@ would (arrivals so far, the fleet's snapshot) except `oracle`, which knows the f
   + waiting/drain_time and spreads it by marginal length histograms, so this is slightly optimistic.
 - `gpumix-hold[:seconds]`: the same, planning for the peak demand of the recent horizon (default: the
   longest cold start) instead of the last minute (optimizer.forecast.peak_hold).
-- `hpa-queue:<variant>`: the GKE guide's HPA on queue size — total `num_requests_waiting` as an
+- `hpa-gke:<variant>`: the HPA as GKE's LLM-inference guide sets it up on one accelerator type: waiting +
+  running requests per pod (queue plus batch) as an AverageValue metric, the target from a load test of one
+  replica, the HPA's default stabilization (up at once, down after the scale-down window).
+- `hpa-queue:<variant>`: the earlier HPA baseline on queue size only — total `num_requests_waiting` as an
   AverageValue metric (target 3 per pod), min 1 replica, default HPA behaviour — on one accelerator type.
-- `static-peak`: the cheapest single type sized, from its profile, for the trace's peak one-minute demand;
-  fixed for the whole run.
+- `static-peak`: the cheapest single type that serves every bucket some type can serve, sized from its
+  profile for the trace's peak one-minute demand; fixed for the whole run (rule: `static_peak_choice`).
 - `oracle`: every interval, the optimal mix for the *next* minute's actual demand, applied instantly with no
-  cold start and no HPA in between: the cost lower bound for meeting the profiles.
+  cold start and no HPA in between: the cost lower bound for meeting the profiles if replicas started
+  instantly, which they do not.
+- `clairvoyant` (sim/clairvoyant.py): the oracle's criterion over the whole known trace, solved as one MILP
+  in which every replica is ordered (and paid) a cold start before it serves: the reachable cost bound.
 """
 
 from __future__ import annotations
