@@ -11,7 +11,8 @@ table (cost, cost ÷ clairvoyant, SLO attainment, misses by cause) and a PNG, an
 `--claims` is issue 13's experiment instead: the policies on fleets whose profiles claim F× the simulated
 replicas (cost relative to the 1.0× run; no clairvoyant), written to its own section `replay-claims`.
 
-`clairvoyant` is always run (it is the denominator); `--clairvoyant-time-limit` bounds its MILP per trace.
+`clairvoyant` is always run (it is the denominator); `--clairvoyant-time-limit` bounds each HiGHS round of
+its MILP (up to 3 rounds per trace).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="comma-separated policy names (sim.policies.make_policies); clairvoyant is added")
     ap.add_argument("--traces", default=",".join(BUILTIN), help=f"comma-separated, from {', '.join(BUILTIN)}")
     ap.add_argument("--max-minutes", type=float, default=None, help="cut every trace to its first N minutes")
-    ap.add_argument("--clairvoyant-time-limit", type=float, default=60.0, help="MILP seconds per trace")
+    ap.add_argument("--clairvoyant-time-limit", type=float, default=40.0,
+                    help="MILP seconds per HiGHS round (up to 3 rounds per trace)")
     ap.add_argument("--profile-claim", type=float, default=1.0, help="profiles claim F× the simulated truth")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--claims", default=None,
