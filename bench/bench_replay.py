@@ -197,8 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "- **oracle**: the same criterion with no cold start (replicas ready the moment they are asked for): "
         "not reachable by any real fleet, shown for reference.",
         "- **hpa-gke:<type>**: the HPA as GKE's LLM-inference autoscaling guide sets it up (waiting + running "
-        "requests per pod, AverageValue target = 0.8 × the batch that still meets the TPOT SLO at the trace's "
-        "mean context, the HPA's default stabilization: scale up at once, down after 300 s). **hpa-queue:<type>**: "
+        "requests per pod, AverageValue target from a load test: the mean waiting + running one replica holds at "
+        "0.8 × its profile's capacity for the trace's length mix; the HPA's default stabilization: scale up at "
+        "once, down after 300 s). **hpa-queue:<type>**: "
         "the earlier baseline, waiting requests only (target 3), which swings between 1 and the maximum.",
         "- **static-peak**: the cheapest single type that serves every bucket some type can serve, sized for "
         "the trace's peak minute, fixed.",
