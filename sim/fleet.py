@@ -24,8 +24,9 @@ variants:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ class FleetSpec:
     max_queue_s: float = 120.0
     drain_grace_s: float = 120.0
     source: str = "fleet"
+    # The profiles claim this many times the capacity the simulated replicas have (issue 13's mis-profiled
+    # fleet): what every policy plans with is scaled, the engine's replicas (`perf`) are not.
+    profile_claim: float = 1.0
 
     def variant(self, name: str) -> VariantSpec:
         for v in self.variants:
@@ -88,12 +92,23 @@ class FleetSpec:
             if v.profile_path is None:
                 continue
             try:
-                out[v.name] = load_profile(v.profile_path, model=self.model)
+                profile = load_profile(v.profile_path, model=self.model)
             except ProfileError as exc:
                 problems.append(f"variants[{v.name}].profile: {exc}")
+                continue
+            if self.profile_claim != 1.0:
+                profile = profile.with_capacity(profile.grid, profile.capacity * self.profile_claim)
+            out[v.name] = profile
         if problems:
             raise FleetError(self.source, problems)
         return out
+
+
+def with_profile_claim(spec: FleetSpec, claim: float) -> FleetSpec:
+    """The same fleet whose profiles claim `claim`× what its replicas do (0.5: they under-claim by half)."""
+    if isinstance(claim, bool) or not isinstance(claim, int | float) or not math.isfinite(claim) or claim <= 0:
+        raise FleetError(spec.source, [f"profile claim: must be a positive number, got {claim!r}"])
+    return replace(spec, profile_claim=float(claim))
 
 
 def _num(data: Mapping[str, Any], key: str, default: float, where: str, problems: list[str], *,

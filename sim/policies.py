@@ -8,12 +8,18 @@ would (arrivals so far, the fleet's snapshot) except `oracle`, which knows the f
   + waiting/drain_time and spreads it by marginal length histograms, so this is slightly optimistic.
 - `gpumix-hold[:seconds]`: the same, planning for the peak demand of the recent horizon (default: the
   longest cold start) instead of the last minute (optimizer.forecast.peak_hold).
-- `hpa-queue:<variant>`: the GKE guide's HPA on queue size — total `num_requests_waiting` as an
+- `hpa-gke:<variant>`: the HPA as GKE's LLM-inference guide sets it up on one accelerator type: waiting +
+  running requests per pod (queue plus batch) as an AverageValue metric, the target from a load test of one
+  replica, the HPA's default stabilization (up at once, down after the scale-down window).
+- `hpa-queue:<variant>`: the earlier HPA baseline on queue size only — total `num_requests_waiting` as an
   AverageValue metric (target 3 per pod), min 1 replica, default HPA behaviour — on one accelerator type.
-- `static-peak`: the cheapest single type sized, from its profile, for the trace's peak one-minute demand;
-  fixed for the whole run.
+- `static-peak`: the cheapest single type that serves every bucket some type can serve, sized from its
+  profile for the trace's peak one-minute demand; fixed for the whole run (rule: `static_peak_choice`).
 - `oracle`: every interval, the optimal mix for the *next* minute's actual demand, applied instantly with no
-  cold start and no HPA in between: the cost lower bound for meeting the profiles.
+  cold start and no HPA in between: the cost lower bound for meeting the profiles if replicas started
+  instantly, which they do not.
+- `clairvoyant` (sim/clairvoyant.py): the oracle's criterion over the whole known trace, solved as one MILP
+  in which every replica is ordered (and paid) a cold start before it serves: the reachable cost bound.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy.typing as npt
 
 from optimizer.decide import ModelState, VariantState, decide
 from optimizer.demand import Demand, from_trace
-from optimizer.hpa import DEFAULT_SCALE_UP, Behavior, ScalingRules
+from optimizer.hpa import DEFAULT_SCALE_DOWN, DEFAULT_SCALE_UP, Behavior, ScalingRules
 from optimizer.ids import VariantId
 from optimizer.profile import Grid, Profile, common_grid, resample
 from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
@@ -36,7 +42,7 @@ from scaler.inventory import Inventory, ModelInfo, VariantInfo
 from scaler.loop import Controller, StaticInventory, cycle_settings
 from scaler.store import ProfileStatus, StateStore
 from scaler.table import Table
-from sim.engine import Completion, Fleet
+from sim.engine import Completion, Fleet, Request
 from sim.exposition import fleet_samples
 from sim.fleet import FleetSpec
 from sim.inprocess import InProcessScaler
@@ -48,6 +54,7 @@ CYCLE_S = 15.0  # gpumix's control interval (and the HPA's sync period)
 DEMAND_WINDOW_S = 60.0
 DRAIN_S = 60.0  # backlog is demand to clear within this long
 QUEUE_TARGET = 3.0  # waiting requests per pod for hpa-queue
+GKE_LOAD_TEST_S = 600.0  # hpa-gke's load test: this long at the target load
 UTILIZATION = 0.8
 
 IntArray = npt.NDArray[np.int64]
@@ -129,6 +136,14 @@ class Policy:
 
 
 class StaticPeak(Policy):
+    """The cheapest single type that covers the trace's peak, fixed for the run.
+
+    Rule: types are compared on the buckets *some* type's profile can serve (a bucket no type serves is no
+    type's fault, and counting it made every type look partial, so the type serving least looked cheapest).
+    A type must serve every one of those buckets to be chosen, and the cheapest such fleet wins. Only when
+    no single type covers them all does the type with the greatest coverage of the peak demand win (then the
+    cheaper), sized for what it can serve."""
+
     name = "static-peak"
 
     def __init__(self, spec: FleetSpec) -> None:
@@ -138,45 +153,57 @@ class StaticPeak(Policy):
 
     def initial(self, spec: FleetSpec, trace: Trace) -> dict[str, int]:
         grid = fleet_grid(self.profiles)
-        peak = peak_demand(spec.model, grid, trace)
-        best: tuple[float, str, int] | None = None
-        for name, profile in self.profiles.items():
-            n = replicas_for(profile, peak)
-            if n is None:
-                # a type that cannot serve some bucket under the SLO is sized for what it can serve
-                mu = resample(profile, grid).capacity
-                n = replicas_for(profile, Demand(spec.model, grid, np.where(mu > 0, peak.rates, 0.0)))
-                if n is None:
-                    continue
-                penalty = 1
-            else:
-                penalty = 0
-            n = min(max(n, 1), spec.variant(name).max_replicas)
-            # a type that serves every bucket wins over one that does not, then the cheaper
-            cand = (penalty * 1e9 + n * profile.cost_per_hour, name, n)
-            if best is None or cand < best:
-                best = cand
-        if best is None:
+        choice = static_peak_choice(spec, self.profiles, peak_demand(spec.model, grid, trace))
+        if choice is None:
             return {}
-        self.choice = (best[1], best[2])
-        return {best[1]: best[2]}
+        self.choice = choice
+        return {choice[0]: choice[1]}
+
+
+def static_peak_choice(spec: FleetSpec, profiles: dict[str, Profile], peak: Demand) -> tuple[str, int] | None:
+    """(type, replicas) by StaticPeak's rule (at least one replica; with no servable demand, one of the
+    cheapest type), or None when there are no profiles."""
+    mu = {name: resample(p, peak.grid).capacity for name, p in profiles.items()}
+    if not mu:
+        return None
+    someone = np.max(list(mu.values()), axis=0) > 0
+    rates = np.where(someone, peak.rates, 0.0)  # the buckets some type can serve
+    total = float(rates.sum())
+    best: tuple[float, float, str, int] | None = None
+    for name, profile in profiles.items():
+        served = np.where(mu[name] > 0, rates, 0.0)
+        coverage = float(served.sum()) / total if total > 0 else 1.0
+        if coverage <= 0:
+            continue
+        n = replicas_for(profile, Demand(spec.model, peak.grid, served))
+        assert n is not None  # `served` has no bucket this type cannot serve
+        n = min(max(n, 1), spec.variant(name).max_replicas)
+        # full coverage first (−coverage sorts the fullest first), then the cheaper fleet
+        cand = (-round(coverage, 12), n * profile.cost_per_hour, name, n)
+        if best is None or cand < best:
+            best = cand
+    return None if best is None else (best[2], best[3])
 
 
 class QueueScaler:
     """KEDA's Prometheus trigger on sum(vllm:num_requests_waiting) for one variant (plus requests the
-    gateway holds for want of a ready pod)."""
+    gateway holds for want of a ready pod); with `running`, sum(num_requests_waiting + num_requests_running),
+    the queue-plus-batch metric."""
 
-    def __init__(self, fleet: Fleet, variant: str, target: float) -> None:
+    def __init__(self, fleet: Fleet, variant: str, target: float, running: bool = False) -> None:
         self.fleet = fleet
         self.variant = variant
         self.target = target
+        self.running = running
 
     def get_metric_spec(self, ref: ScaledObjectRef) -> list[MetricSpec]:
-        return [MetricSpec(f"s0-vllm-waiting-{self.variant}", max(1, round(self.target)), self.target)]
+        kind = "requests" if self.running else "waiting"
+        return [MetricSpec(f"s0-vllm-{kind}-{self.variant}", max(1, round(self.target)), self.target)]
 
     def _waiting(self) -> float:
         snap = self.fleet.snapshot()
-        return float(snap.variants[self.variant].waiting + snap.pending)
+        v = snap.variants[self.variant]
+        return float(v.waiting + snap.pending + (v.running if self.running else 0))
 
     def get_metrics(self, ref: ScaledObjectRef, metric_name: str) -> list[MetricValue]:
         value = self._waiting()
@@ -187,7 +214,7 @@ class QueueScaler:
 
 
 def _scaled_object(spec: FleetSpec, variant: str, min_replicas: int, trigger: str = "external",
-                   polling_s: float = 30.0) -> ScaledObjectSpec:
+                   polling_s: float = 30.0, behavior: Behavior | None = None) -> ScaledObjectSpec:
     v = spec.variant(variant)
     down = ScalingRules(v.scale_down_window_s, DEFAULT_SCALE_UP.policies[:1])
     return ScaledObjectSpec(
@@ -195,8 +222,21 @@ def _scaled_object(spec: FleetSpec, variant: str, min_replicas: int, trigger: st
         metadata={"scalerAddress": "in-process", "model": spec.model, "variant": variant},
         trigger_type=trigger,  # type: ignore[arg-type]
         min_replicas=min_replicas, max_replicas=v.max_replicas, polling_interval_s=polling_s,
-        behavior=Behavior(scale_down=down),
+        behavior=behavior or Behavior(scale_down=down),
     )
+
+
+def _first_minute_replicas(spec: FleetSpec, variant: str, trace: Trace) -> int:
+    """What an HPA that had been running before the trace would hold: the first minute's servable demand."""
+    profiles = spec.profiles()
+    n = 1
+    if variant in profiles:
+        grid = profiles[variant].grid
+        first = demand_between(spec.model, grid, trace, 0.0, DEMAND_WINDOW_S)
+        mu = profiles[variant].capacity
+        first = Demand(spec.model, grid, np.where(mu > 0, first.rates, 0.0))
+        n = max(1, replicas_for(profiles[variant], first) or 1)
+    return min(n, spec.variant(variant).max_replicas)
 
 
 class HpaQueue(Policy):
@@ -207,15 +247,7 @@ class HpaQueue(Policy):
         self.name = f"hpa-queue:{variant}"
 
     def initial(self, spec: FleetSpec, trace: Trace) -> dict[str, int]:
-        profiles = spec.profiles()
-        n = 1
-        if self.variant in profiles:
-            grid = profiles[self.variant].grid
-            first = demand_between(spec.model, grid, trace, 0.0, DEMAND_WINDOW_S)
-            mu = profiles[self.variant].capacity
-            first = Demand(spec.model, grid, np.where(mu > 0, first.rates, 0.0))
-            n = max(1, replicas_for(profiles[self.variant], first) or 1)
-        return {self.variant: min(n, spec.variant(self.variant).max_replicas)}
+        return {self.variant: _first_minute_replicas(spec, self.variant, trace)}
 
     def attach(self, fleet: Fleet, trace: Trace) -> None:
         super().attach(fleet, trace)
@@ -253,6 +285,86 @@ class FixedProfiles:
             if v.name in self.profiles else ProfileStatus(None, "missing", "fleet", "the fleet gives no profile")
             for m in inventory.models for v in m.variants
         }
+
+
+def gke_batch_target(spec: FleetSpec, variant: str, trace: Trace, utilization: float = UTILIZATION,
+                     seconds: float = GKE_LOAD_TEST_S, seed: int = 0) -> float:
+    """Per-pod target of waiting + running requests for `hpa-gke`, found as the GKE guide says to: by a load
+    test. One replica of the variant (the simulated one) is offered the trace's own length mix (the
+    requests its profile can serve) as Poisson arrivals at `utilization` × the rate its profile says it
+    sustains for that mix; the target is the mean waiting + running requests it holds after a minute's
+    warm-up. That is the queue-plus-batch level at which the replica works at the same headroom the other
+    policies plan with."""
+    profiles = spec.profiles()
+    v = spec.variant(variant)
+    if variant not in profiles or not len(trace):
+        return float(QUEUE_TARGET)
+    mu = profiles[variant].capacity
+    out_idx, in_idx = profiles[variant].grid.indices(trace.prompts, trace.outputs)
+    ok = mu[out_idx, in_idx] > 0
+    if not ok.any():
+        return float(QUEUE_TARGET)
+    rate = utilization / float(np.mean(1.0 / mu[out_idx[ok], in_idx[ok]]))  # req/s one replica carries
+    rng = np.random.default_rng(seed)
+    n = max(1, int(rate * seconds))
+    times = np.cumsum(rng.exponential(1.0 / rate, n))
+    pick = rng.choice(np.flatnonzero(ok), n)
+    one = replace(spec, variants=(replace(v, initial_replicas=1, min_replicas=1, max_replicas=1),))
+    fleet = Fleet(one, seed=seed)
+    samples: list[float] = []
+    t, i = 0.0, 0
+    while t < times[-1]:
+        t += 5.0
+        while i < n and times[i] < t:
+            fleet.submit(Request(int(trace.prompts[pick[i]]), int(trace.outputs[pick[i]])), float(times[i]))
+            i += 1
+        fleet.advance(t)
+        if t > DEMAND_WINDOW_S:
+            snap = fleet.snapshot()
+            samples.append(float(snap.variants[variant].waiting + snap.variants[variant].running + snap.pending))
+    return max(1.0, round(float(np.mean(samples)), 1)) if samples else float(QUEUE_TARGET)
+
+
+class HpaGke(Policy):
+    """`hpa-gke:<variant>`: the HPA as GKE's best-practice guide for LLM inference sets it up on one
+    accelerator type (cloud.google.com/kubernetes-engine/docs/best-practices/machine-learning/inference/
+    autoscaling: queue size maximises throughput within a latency target, batch size reaches lower
+    latency; both are per-pod server metrics; thresholds come from load tests).
+
+    Metric: waiting + running requests per pod (queue plus batch), an AverageValue target from
+    `gke_batch_target`'s load test. Stabilization: the HPA's defaults, scale-up with no window (+100 % or
+    +4 pods per 15 s), scale-down only after the variant's scale-down window (default 300 s) of lower
+    recommendations. Unlike `hpa-queue` (waiting only) the metric does not fall to 0 whenever the queue
+    drains, so it does not swing between 1 and the maximum."""
+
+    def __init__(self, spec: FleetSpec, variant: str, target: float | None = None) -> None:
+        self.spec = spec
+        self.variant = variant
+        self.target = target
+        self.name = f"hpa-gke:{variant}"
+
+    def initial(self, spec: FleetSpec, trace: Trace) -> dict[str, int]:
+        if self.target is None:
+            self.target = gke_batch_target(spec, self.variant, trace)
+        return {self.variant: _first_minute_replicas(spec, self.variant, trace)}
+
+    def attach(self, fleet: Fleet, trace: Trace) -> None:
+        super().attach(fleet, trace)
+        assert self.target is not None, "initial() sets the target"
+        v = self.spec.variant(self.variant)
+        behavior = Behavior(DEFAULT_SCALE_UP, ScalingRules(v.scale_down_window_s, DEFAULT_SCALE_DOWN.policies))
+        scaler = QueueScaler(fleet, self.variant, self.target, running=True)
+        self.emulator = ScaledObjectEmulator(
+            _scaled_object(self.spec, self.variant, 1, polling_s=15.0, behavior=behavior), scaler, created_at=0.0)
+        n = fleet.replicas(self.variant)
+        if n:  # the HPA has been running at this count
+            self.emulator.hpa.recommendations.append((0.0, n))
+
+    def step(self, now: float) -> None:
+        current = self.fleet.replicas(self.variant)
+        n = self.emulator.advance(now, current)
+        if n != current:
+            self.fleet.set_replicas(self.variant, n, now)
 
 
 class Gpumix(Policy):
@@ -386,11 +498,12 @@ class Oracle(Policy):
                 self.fleet.set_replicas(name, n, now)
 
 
-POLICY_NAMES = ("gpumix", "gpumix-hold", "hpa-queue", "static-peak", "oracle")
+POLICY_NAMES = ("gpumix", "gpumix-hold", "hpa-gke", "hpa-queue", "static-peak", "oracle", "clairvoyant")
 
 
 def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
-    """`name` is one of POLICY_NAMES, `hpa-queue:<variant>`, or `all`."""
+    """`name` is one of POLICY_NAMES, `hpa-queue:<variant>`, `hpa-gke:<variant>`, `gpumix-hold:<seconds>`,
+    `clairvoyant:<MILP time limit seconds>`, or `all`."""
     if name == "all":
         return [p for n in POLICY_NAMES for p in make_policies(spec, n)]
     if name == "gpumix":
@@ -413,8 +526,24 @@ def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
         return [HpaQueue(spec, v.name) for v in spec.variants]
     if name.startswith("hpa-queue:"):
         return [HpaQueue(spec, spec.variant(name.split(":", 1)[1]).name)]
+    if name == "hpa-gke":
+        return [HpaGke(spec, v.name) for v in spec.variants]
+    if name.startswith("hpa-gke:"):
+        return [HpaGke(spec, spec.variant(name.split(":", 1)[1]).name)]
+    if name == "clairvoyant" or name.startswith("clairvoyant:"):
+        from sim.clairvoyant import Clairvoyant  # it builds on this module
+
+        if name == "clairvoyant":
+            return [Clairvoyant(spec)]
+        try:
+            limit = float(name.split(":", 1)[1])
+        except ValueError:
+            limit = -1.0
+        if not limit > 0:
+            raise ValueError(f"policy {name!r}: clairvoyant:<MILP time limit seconds> needs a positive number")
+        return [Clairvoyant(spec, time_limit_s=limit)]
     raise ValueError(f"policy {name!r}: use one of {', '.join((*POLICY_NAMES, 'all'))}, "
-                     "hpa-queue:<variant> or gpumix-hold:<seconds>")
+                     "hpa-queue:<variant>, hpa-gke:<variant>, gpumix-hold:<seconds> or clairvoyant:<seconds>")
 
 
 def without_cold_start(spec: FleetSpec) -> FleetSpec:

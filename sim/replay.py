@@ -145,6 +145,8 @@ class Result:
     series: Series = field(repr=False, default_factory=Series)
     notes: str = ""
     completions: list[Completion] = field(repr=False, default_factory=list)  # for diagnosis
+    causes: dict[str, int] = field(default_factory=dict)  # miss_causes: why requests missed the SLO
+    cost_ratio: float | None = None  # cost ÷ the clairvoyant's in the same run (set by with_cost_ratios)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,7 +156,8 @@ class Result:
             "scale_events": self.scale_events,
             "gpu_hours": {k: round(v, 4) for k, v in self.gpu_hours.items()},
             "cost_by_variant": {k: round(v, 4) for k, v in self.cost_by_variant.items()},
-            "duration_s": self.duration_s, "notes": self.notes,
+            "duration_s": self.duration_s, "notes": self.notes, "miss_causes": self.causes,
+            "cost_vs_clairvoyant": None if self.cost_ratio is None else round(self.cost_ratio, 4),
         }
 
 
@@ -220,7 +223,7 @@ def replay(spec: FleetSpec, trace: Trace, policy: Policy, seed: int = 0, routing
     met = sum(1 for c in done if meets_slo(c, spec))
     ttfts = [c.ttft for c in ok if c.ttft is not None]
     tpots = [c.tpot for c in ok if c.tpot is not None]
-    return Result(
+    result = Result(
         policy=policy.name,
         requests=len(done),
         cost=usage.total_cost,
@@ -234,7 +237,24 @@ def replay(spec: FleetSpec, trace: Trace, policy: Policy, seed: int = 0, routing
         duration_s=cost_until,
         series=series,
         completions=done,
+        notes=str(getattr(policy, "notes", "")),
     )
+    result.causes = miss_causes(spec, policy, result)
+    return result
+
+
+BOUND = "clairvoyant"
+
+
+def with_cost_ratios(results: list[Result], bound: str = BOUND) -> float | None:
+    """Sets each result's cost ÷ the bound's cost (same run, same trace); returns the bound's cost, or None
+    when the bound was not among the policies (then the ratios stay None)."""
+    ref = next((r for r in results if r.policy == bound), None)
+    if ref is None or ref.cost <= 0:
+        return None
+    for r in results:
+        r.cost_ratio = r.cost / ref.cost
+    return ref.cost
 
 
 def _weights_from_policy(policy: Policy, fleet: Fleet) -> None:

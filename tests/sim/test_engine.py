@@ -195,8 +195,9 @@ def test_pod_names_and_determinism():
     assert first == again
     for r in snap.replicas:
         assert re.fullmatch(rf"{re.escape(r.variant)}-[0-9a-f]{{10}}-[bcdfghjklmnpqrstvwxz2456789]{{5}}", r.pod)
-    assert run(8)[0] != first or True  # another seed may only rename pods
-    assert {p for _, p, _ in run(8)[0]} != {p for _, p, _ in first}
+    other = run(8)[0]
+    assert sorted(r for r, _, _ in other) == sorted(r for r, _, _ in first)  # another seed loses no request
+    assert {p for _, p, _ in other} != {p for _, p, _ in first}  # but names its pods otherwise
 
 
 def test_time_cannot_go_backwards():
