@@ -20,7 +20,7 @@ How it is solved, and why it stays exact:
   bucket no variant can serve has s = λ whatever the replicas; both are dropped and re-added when the plan
   is read back. Sparse demand (a handful of active buckets) makes a program of a few dozen columns.
 - A component without servable demand has hi = lo for every variant (nothing to carry), so its plan is
-  the lower bounds, read off without a solver.
+  the lower bounds with no load, read off without a solver.
 - Everything else goes to HiGHS, built directly as arrays (no modelling layer to compile, a few tens of µs
   per model), under the request's time limit; HiGHS's own output is switched off before it can print.
 If HiGHS fails or runs out of time, the greedy plan of `optimizer.fallback` is returned with a status that
@@ -302,10 +302,10 @@ class _Program:
             # use, placement and penalty per req/s): merge them, split the load back in proportion to demand.
             classes, member = np.unique(a.mu[:, active].T, axis=0, return_inverse=True)
             member = member.ravel()
-            lam = np.bincount(member, weights=a.lam[active], minlength=classes.shape[0])
+            lam = np.asarray(np.bincount(member, weights=a.lam[active], minlength=classes.shape[0]), dtype=np.float64)
             sub_mu = classes.T
             pg, pb = np.nonzero(sub_mu > 0)  # servable (variant, bucket class) pairs
-            # rows of this model: active buckets, then capacity per variant, then 2 churn rows per variant
+            # rows of this model: bucket classes, then capacity per variant, then 2 churn rows per variant
             r_bucket = n_rows
             r_cap = r_bucket + lam.size
             r_churn = r_cap + n_var
@@ -400,6 +400,10 @@ class _Program:
                 deadline: float, gap: float, node_limit: int) -> FloatArray | str | None:
         best_obj: float = math.inf
         best: FloatArray | None = None
+
+        def beats(bound: float) -> bool:
+            return best is None or bound < best_obj - max(gap * abs(best_obj), 1e-9)
+
         lo0, hi0 = self.col_lower[self.y_cols].copy(), self.col_upper[self.y_cols].copy()
         root = relax(lo0, hi0)
         if root is None:
@@ -409,7 +413,7 @@ class _Program:
         tie = 1
         while heap:
             bound, _, lo, hi, cols = heapq.heappop(heap)
-            if bound >= best_obj - max(gap * abs(best_obj), 1e-9):
+            if not beats(bound):
                 break  # no open node can beat the incumbent by more than the gap
             if self.nodes >= node_limit:
                 return None
@@ -433,7 +437,7 @@ class _Program:
             up_lo[j] = math.floor(y[j]) + 1
             for child_lo, child_hi in ((lo, down_hi), (up_lo, hi)):
                 child = relax(child_lo, child_hi)
-                if child is not None and child[0] < best_obj - max(gap * abs(best_obj), 1e-9):
+                if child is not None and beats(child[0]):
                     heapq.heappush(heap, (child[0], tie, child_lo, child_hi, child[1]))
                     tie += 1
         return best if best is not None else "no integer plan found"
@@ -462,6 +466,10 @@ class _Program:
         z = np.zeros((n_var, n_buckets))
         z[:, active] = per_class[:, member] * share
         return cols[y0:y0 + n_var], z
+
+
+def _servable_demand(a: ModelArrays) -> bool:
+    return bool(((a.lam > 0) & (a.mu > 0).any(axis=0)).any())
 
 
 def _quiet_solver() -> highs._Highs:
@@ -500,7 +508,7 @@ class Planner:
         out: list[tuple[FloatArray, FloatArray] | None] = [None] * len(arrays)
         for group in components(arrays, request.pools):
             members = [arrays[k] for k in group]
-            if all(np.array_equal(a.lo, a.hi) for a in members):  # nothing to decide: the bounds are the plan
+            if not any(_servable_demand(a) for a in members):  # nothing to carry: the lower bounds are the plan
                 for k in group:
                     out[k] = (arrays[k].lo.copy(), np.zeros(arrays[k].mu.shape))
                 continue
