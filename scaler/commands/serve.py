@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
     parser.add_argument("--kubernetes", action="store_true", default=None,
                         help="read Deployments, ScaledObjects and Nodes from the Kubernetes API")
+    parser.add_argument("--ha", choices=("off", "redis", "kubernetes"), default="off",
+                        help="leader election between replicas: a Redis lock, or a Kubernetes Lease "
+                             "(only the leader plans; every replica answers from Redis). Needs --redis")
+    parser.add_argument("--ha-lease", type=float, default=15.0, metavar="SECONDS",
+                        help="lease duration: a dead leader is replaced within this plus one interval")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,8 +48,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"gpumix serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_level)
+    if args.ha != "off" and not config.redis:
+        print("gpumix serve: --ha needs --redis (followers answer from the state the leader publishes there)",
+              file=sys.stderr)
+        return 2
+    if not args.ha_lease > 0:
+        print(f"gpumix serve: --ha-lease must be > 0 seconds, got {args.ha_lease}", file=sys.stderr)
+        return 2
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, ha=args.ha, ha_lease_s=args.ha_lease))
     except StartError as exc:
         print(f"gpumix serve: {exc}", file=sys.stderr)
         return 2
@@ -54,7 +66,29 @@ class StartError(RuntimeError):
     pass
 
 
-async def serve(config: Config, started: asyncio.Event | None = None) -> int:
+def _high_availability(config: Config, ha: str, lease_s: float, redis_client: Any, controller: Any,
+                       kube_source: Any) -> Any:
+    from scaler import leader
+
+    elector: leader.Leadership
+    if ha == "kubernetes":
+        from scaler.kube import KubeInventory
+
+        api_client = kube_source.api_client if kube_source is not None else KubeInventory._client(config)
+        elector = leader.KubeLeaseLeadership(leader.KubernetesLeaseApi(api_client),
+                                             leader.lease_namespace(config), lease_s=lease_s)
+    else:
+        elector = leader.RedisLeadership(redis_client, lease_s=lease_s)
+    follower = leader.Follower(controller.inventory, controller.observer, controller.profiles, redis_client,
+                               controller.table)
+    controller.state = leader.FencedStateStore(redis_client, elector)
+    logs.get("gpumix.serve").info("high_availability", elector=ha, identity=elector.identity, lease_s=lease_s)
+    return leader.HighAvailability(config, elector, controller, follower,
+                                   lambda: leader.FencedStateStore(redis_client, elector))
+
+
+async def serve(config: Config, started: asyncio.Event | None = None, ha: str = "off",
+                ha_lease_s: float = 15.0) -> int:
     from scaler import adapter, keda
     from scaler.inventory import InventoryError, load_inventory
     from scaler.loop import Controller, InventorySource, StaticInventory, Table
@@ -92,8 +126,12 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> int:
         loop.add_signal_handler(sig, stop.set)
     if started is not None:
         started.set()
+    runner = None
+    if ha != "off":
+        assert redis_client is not None
+        runner = _high_availability(config, ha, ha_lease_s, redis_client, controller, kube_source)
     try:
-        await controller.run(stop)
+        await (controller.run(stop) if runner is None else runner.run(stop))
     finally:
         log.info("stopping")
         for sig in (signal.SIGTERM, signal.SIGINT):
