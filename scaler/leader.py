@@ -456,7 +456,7 @@ class Follower:
 
 
 class HighAvailability:
-    """Runs one replica of an HA pair: renews or competes for the lease every lease/3 s; each interval
+    """Runs one replica of an HA pair: renews or competes for the lease every min(lease/3, interval) s; each interval
     the leader runs the control cycle and a follower refreshes from Redis; both run the fast path."""
 
     def __init__(self, config: Config, leadership: Leadership, controller: Controller, follower: Follower,
@@ -490,7 +490,9 @@ class HighAvailability:
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
-            asyncio.create_task(_every(self.leadership.lease_s / 3, self._elect, stop, "election", self.controller)),
+            # A follower tries at least once per interval, so it takes over within the lease plus one interval.
+            asyncio.create_task(_every(min(self.leadership.lease_s / 3, self.config.interval), self._elect, stop,
+                                       "election", self.controller)),
             asyncio.create_task(_every(self.config.fast_interval, self.controller.fast_path, stop, "fast_path",
                                        self.controller)),
         ]
