@@ -295,6 +295,8 @@ class _Program:
 
         y_kind = 1 if request.integer else 0
         y_cols: list[npt.NDArray[np.int32]] = []
+        d_cols: list[npt.NDArray[np.int32]] = []  # |y − prev| columns, aligned with y_cols (churn > 0 only)
+        prevs: list[FloatArray] = []
         for a in arrays:
             n_var = len(a.names)
             active = np.flatnonzero((a.lam > 0) & (a.mu > 0).any(axis=0))
@@ -321,6 +323,8 @@ class _Program:
                     add_entries([pool_row0 + pool_names.index(pool)], [y0 + g], [a.gpus[g]])
             if churn > 0:
                 d0 = add_cols(churn * a.cost / scale, np.zeros(n_var), np.full(n_var, highs.kHighsInf), 0)
+                d_cols.append(np.arange(d0, d0 + n_var, dtype=np.int32))
+                prevs.append(a.prev)
                 # d − y ≥ −prev and d + y ≥ prev: d ≥ |y − prev|
                 row_lo += [-a.prev, a.prev]
                 row_hi += [np.full(2 * n_var, highs.kHighsInf)]
@@ -355,6 +359,9 @@ class _Program:
         self.a_start = np.searchsorted(c_all[order], np.arange(n_cols + 1)).astype(np.int32)
         self.integer = request.integer
         self.y_cols = np.concatenate(y_cols)
+        self.d_cols = np.concatenate(d_cols) if d_cols else None
+        self.prev = np.concatenate(prevs) if prevs else None
+        self.has_pools = bool(pool_names)
         self.nodes = 0  # LPs solved by the last branch and bound
 
     def _pass(self, solver: highs._Highs, integer: bool) -> str | None:
@@ -424,11 +431,19 @@ class _Program:
             if frac.max() <= 1e-6:
                 best_obj, best = bound, cols
                 continue
-            if best is None:
-                # Rounding every count up keeps the load feasible unless a bound or pool forbids it: a
-                # first incumbent that lets the search prune from the start.
-                up_all = np.minimum(np.ceil(y - 1e-6), hi)
-                rounded = relax(up_all, up_all)
+            # Rounding every count up keeps this node's load split feasible (more capacity, same load) unless
+            # a bound or a pool forbids it: an incumbent without an LP, so the search prunes early.
+            up_all = np.ceil(y - 1e-6)
+            if not self.has_pools and np.all(up_all <= hi):
+                rounded_cols = cols.copy()
+                rounded_cols[self.y_cols] = up_all
+                if self.d_cols is not None and self.prev is not None:
+                    rounded_cols[self.d_cols] = np.abs(up_all - self.prev)
+                rounded_obj = float(self.col_cost @ rounded_cols)
+                if rounded_obj < best_obj:
+                    best_obj, best = rounded_obj, rounded_cols
+            elif best is None:
+                rounded = relax(np.minimum(up_all, hi), np.minimum(up_all, hi))
                 if rounded is not None:
                     best_obj, best = rounded
             j = int(np.argmax(frac))

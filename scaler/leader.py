@@ -456,7 +456,7 @@ class Follower:
 
 
 class HighAvailability:
-    """Runs one replica of an HA pair: renews or competes for the lease every min(lease/3, interval) s; each interval
+    """Runs one replica of an HA pair: renews or competes for the lease every min(lease/3, interval/2) s; each interval
     the leader runs the control cycle and a follower refreshes from Redis; both run the fast path."""
 
     def __init__(self, config: Config, leadership: Leadership, controller: Controller, follower: Follower,
@@ -490,8 +490,9 @@ class HighAvailability:
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
-            # A follower tries at least once per interval, so it takes over within the lease plus one interval.
-            asyncio.create_task(_every(min(self.leadership.lease_s / 3, self.config.interval), self._elect, stop,
+            # A follower tries twice per interval, so lease acquisition plus the first cycle fit in the lease plus
+            # one interval; the leader renews as often, so its lease rarely has less than lease − interval/2 left.
+            asyncio.create_task(_every(min(self.leadership.lease_s / 3, self.config.interval / 2), self._elect, stop,
                                        "election", self.controller)),
             asyncio.create_task(_every(self.config.fast_interval, self.controller.fast_path, stop, "fast_path",
                                        self.controller)),
