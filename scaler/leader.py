@@ -32,6 +32,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -89,6 +90,7 @@ return 1
 
 
 def default_identity() -> str:
+    # A pod's hostname is its name; the pid tells two processes on one host apart (tests, a laptop).
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}"
 
 
@@ -536,8 +538,16 @@ async def _every(interval: float, step: Callable[[], Awaitable[object]], stop: a
             await asyncio.wait_for(stop.wait(), timeout=max(0.01, interval - (time.monotonic() - began)))
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
 def lease_namespace(config: Config) -> str:
-    return os.environ.get("POD_NAMESPACE") or config.kube_namespace or "gpumix-system"
+    """The pod's own namespace (POD_NAMESPACE, or the mounted service account's), else the watched one."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    with contextlib.suppress(OSError):
+        return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
+    return config.kube_namespace or "gpumix-system"
 
 
 __all__ = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from typing import Any
@@ -32,11 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
     parser.add_argument("--kubernetes", action="store_true", default=None,
                         help="read Deployments, ScaledObjects and Nodes from the Kubernetes API")
-    parser.add_argument("--ha", choices=("off", "redis", "kubernetes"), default="off",
+    parser.add_argument("--ha", choices=("off", "redis", "kubernetes"), default=os.environ.get("GPUMIX_HA", "off"),
                         help="leader election between replicas: a Redis lock, or a Kubernetes Lease "
-                             "(only the leader plans; every replica answers from Redis). Needs --redis")
-    parser.add_argument("--ha-lease", type=float, default=15.0, metavar="SECONDS",
-                        help="lease duration: a dead leader is replaced within this plus one interval")
+                             "(only the leader plans; every replica answers from Redis). Needs --redis. "
+                             "Default: $GPUMIX_HA or off")
+    parser.add_argument("--ha-lease", type=float, default=os.environ.get("GPUMIX_HA_LEASE", "15"),
+                        metavar="SECONDS", help="lease duration: a dead leader is replaced within this plus one "
+                                                "interval (default $GPUMIX_HA_LEASE or 15)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,6 +51,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"gpumix serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_level)
+    if args.ha not in ("off", "redis", "kubernetes"):
+        print(f"gpumix serve: GPUMIX_HA: must be off, redis or kubernetes, got {args.ha!r}", file=sys.stderr)
+        return 2
+    try:
+        args.ha_lease = float(args.ha_lease)
+    except ValueError:
+        print(f"gpumix serve: GPUMIX_HA_LEASE: must be a number of seconds, got {args.ha_lease!r}", file=sys.stderr)
+        return 2
     if args.ha != "off" and not config.redis:
         print("gpumix serve: --ha needs --redis (followers answer from the state the leader publishes there)",
               file=sys.stderr)
