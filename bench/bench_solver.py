@@ -1,6 +1,7 @@
 """Solve time and plan cost of the gpumix planner, side by side with AIBrix's own solver on identical inputs.
 
     .venv/bin/python -m bench.bench_solver [--demands 40] [--cold 4] [--quick]
+    .venv/bin/python -m bench.bench_solver --memory      (peak RSS per grid size: "Planner memory")
 
 Warm (the service): for each shape (variants × buckets) a sequence of changing demands, half dense (a
 Dirichlet mix over every servable bucket) and half sparse (1–6 active buckets), each planned by one
@@ -220,7 +221,52 @@ def bench_cold(row: Row, grid: Grid, count: int, workdir: Path, with_aibrix: boo
         row.cold_cost.append((ours, theirs))
 
 
+def memory_case(ticks: int, n_var: int, time_limit: float) -> dict[str, float | str]:
+    """Child mode: plan one model with `n_var` variants on a ticks × ticks grid, every bucket demanded
+    (random capacities: no two buckets alike, nothing to merge), and report peak RSS."""
+    import resource
+
+    from optimizer.profile import SLO, Profile
+
+    grid = Grid(tuple(range(16, 16 * ticks + 1, 16)), tuple(range(8, 8 * ticks + 1, 8)))
+    rng = np.random.default_rng(1)
+    variants = tuple(Variant(f"v{g}", Profile("m", f"v{g}", f"a{g}", float(rng.uniform(0.5, 4)), SLO("99", tpot=0.05),
+                                              grid, rng.uniform(0.5, 20, size=grid.shape))) for g in range(n_var))
+    demand = Demand("m", grid, rng.exponential(0.05, size=grid.shape))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    plan = Planner().plan(PlanRequest((ModelProblem(demand, variants),), time_limit_s=time_limit))
+    return {"ticks": ticks, "variants": n_var, "status": plan.status, "ms": (time.perf_counter() - started) * 1e3,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "before_mib": before}
+
+
+def memory_section() -> None:
+    cases = [(16, 4), (32, 4), (64, 4), (64, 8), (64, 16)]
+    rows = []
+    for ticks, n_var in tqdm(cases, desc="memory"):
+        out = subprocess.run([sys.executable, "-m", "bench.bench_solver", "--memory-case", str(ticks), str(n_var)],
+                             capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(f"| {ticks}×{ticks} | {n_var} | {r['status']} | {r['ms']:.0f} | {r['peak_mib']:.0f} | "
+                    f"{r['before_mib']:.0f} |")
+    text = ("## Planner memory (one model, every bucket demanded, the service's 2 s solver limit)\n\n"
+            "Peak RSS of a fresh process planning one model; `before` is the process with its imports and inputs. "
+            "Profiles finer than 64 ticks per axis are refused at parse time (`optimizer.profile.MAX_TICKS`) and a "
+            "finer union of variants' grids is planned on a conservative coarsening, so 64×64 is the largest "
+            "program the planner builds. Budget: 400 MiB.\n\n"
+            "| grid | variants | status | ms | peak RSS MiB | before MiB |\n|---|---:|---|---:|---:|---:|\n"
+            + "\n".join(rows))
+    print(text)
+    write_section("planner-memory", text)
+
+
 def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--memory-case":
+        print(json.dumps(memory_case(int(sys.argv[2]), int(sys.argv[3]), 2.0)))
+        return 0
+    if sys.argv[1:] == ["--memory"]:
+        memory_section()
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demands", type=int, default=40, help="demands per shape (warm)")
     parser.add_argument("--aibrix-demands", type=int, default=16, help="how many of them AIBrix also solves")
