@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leader election between replicas: a Redis lock, or a Kubernetes Lease "
                              "(only the leader plans; every replica answers from Redis). Needs --redis. "
                              "Default: $GPUMIX_HA or off")
-    parser.add_argument("--ha-lease", type=float, default=os.environ.get("GPUMIX_HA_LEASE", "15"),
+    parser.add_argument("--ha-lease", default=os.environ.get("GPUMIX_HA_LEASE", "15"),
                         metavar="SECONDS", help="lease duration: a dead leader is replaced within this plus one "
                                                 "interval (default $GPUMIX_HA_LEASE or 15)")
 
@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         args.ha_lease = float(args.ha_lease)
     except ValueError:
-        print(f"gpumix serve: GPUMIX_HA_LEASE: must be a number of seconds, got {args.ha_lease!r}", file=sys.stderr)
+        print(f"gpumix serve: --ha-lease / GPUMIX_HA_LEASE: must be a number of seconds, got {args.ha_lease!r}",
+              file=sys.stderr)
         return 2
     if args.ha != "off" and not config.redis:
         print("gpumix serve: --ha needs --redis (followers answer from the state the leader publishes there)",

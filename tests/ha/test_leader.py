@@ -204,3 +204,28 @@ def test_two_candidates_racing_for_an_expired_lease_get_one_winner(kube: FakeApi
     assert b.is_leader() and not c.is_leader()
     lease = api.get("ns", "gpumix-leader")
     assert lease is not None and lease["spec"]["holderIdentity"] == "b"
+
+
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (["--ha", "redis"], {}, "--ha needs --redis"),
+        ([], {"GPUMIX_HA": "zookeeper"}, "GPUMIX_HA: must be off, redis or kubernetes"),
+        (["--ha", "redis", "--redis", "redis://127.0.0.1:1/0"], {"GPUMIX_HA_LEASE": "soon"},
+         "GPUMIX_HA_LEASE: must be a number"),
+        (["--ha", "redis", "--redis", "redis://127.0.0.1:1/0", "--ha-lease", "0"], {}, "--ha-lease must be > 0"),
+    ],
+)
+def test_bad_ha_settings_are_named(tmp_path: Any, argv: list[str], env: dict[str, str], message: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "inventory.yaml").write_text("models: []\n")
+    (tmp_path / "profiles").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "scaler.cli", "serve", "--prometheus", "http://127.0.0.1:1",
+         "--inventory", str(tmp_path / "inventory.yaml"), "--profiles", str(tmp_path / "profiles"), *argv],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+    )
+    assert out.returncode == 2 and message in out.stderr
