@@ -242,6 +242,9 @@ def components(arrays: Sequence[ModelArrays], pools: Mapping[str, float]) -> lis
 
 # LP relaxations the branch and bound may spend before HiGHS's MIP (with its cuts) takes the component.
 NODE_LIMIT = 200
+# Independent single-model programs from this many on are searched together in one LP (see
+# branch_and_bound_blocks); fewer are cheaper one by one.
+BATCH_MIN = 8
 
 
 class _HandOver(Exception):
@@ -251,8 +254,11 @@ class _HandOver(Exception):
 class _Program:
     """One component's MILP as HiGHS column-wise arrays, with where each model's y and z live."""
 
-    def __init__(self, arrays: Sequence[ModelArrays], pools: Mapping[str, float], request: PlanRequest) -> None:
-        scale = max(max(float(a.cost.max()) for a in arrays), 1e-9)
+    def __init__(self, arrays: Sequence[ModelArrays], pools: Mapping[str, float], request: PlanRequest,
+                 per_model_scale: bool = False) -> None:
+        # per_model_scale: each model is its own component (a batch of independent programs in one LP), so
+        # each is normalised to its own dearest variant, exactly as it would be alone.
+        global_scale = max(max(float(a.cost.max()) for a in arrays), 1e-9)
         u, churn = request.utilization, request.churn
         pool_names = sorted({p for a in arrays for p in a.pools if p in pools})
         pool_row0 = 0  # pool rows come first, so every model's rows can be appended after them
@@ -297,7 +303,10 @@ class _Program:
         y_cols: list[npt.NDArray[np.int32]] = []
         d_cols: list[npt.NDArray[np.int32]] = []  # |y − prev| columns, aligned with y_cols (churn > 0 only)
         prevs: list[FloatArray] = []
+        self.blocks: list[tuple[int, int, int, int]] = []  # per model: columns [c0, c1), y_cols [y_a, y_b)
         for a in arrays:
+            scale = max(float(a.cost.max()), 1e-9) if per_model_scale else global_scale
+            first_col, first_y = n_cols, sum(c.size for c in y_cols)
             n_var = len(a.names)
             active = np.flatnonzero((a.lam > 0) & (a.mu > 0).any(axis=0))
             # Buckets every variant serves at the same rate are one bucket to the program (same capacity
@@ -342,6 +351,7 @@ class _Program:
             share = a.lam[active] / lam[member]  # each active bucket's part of its class
             self.slices.append((y0, (pg.astype(np.intp), pb.astype(np.intp)), z0, active, member, share,
                                 lam.size))
+            self.blocks.append((first_col, n_cols, first_y, first_y + n_var))
             self.shapes.append(a.mu.shape)
         r_all, c_all, v_all = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
         order = np.argsort(c_all, kind="stable")
@@ -457,6 +467,118 @@ class _Program:
                     tie += 1
         return best if best is not None else "no integer plan found"
 
+    def branch_and_bound_blocks(self, solver: highs._Highs, deadline: float, gap: float, node_limit: int
+                                ) -> list[FloatArray | None] | str:
+        """The same best-first search for every model of a batch of independent single-model programs (no
+        capped pool), all in one LP: each round sets the bounds of one open node per model and solves the LP
+        once, warm-started, which costs a few ms for hundreds of models where an LP each costs ~0.2 ms per
+        model. Blocks share no row, so the LP's optimum is every block's own optimum under its bounds. Per
+        model: its optimal columns (full length, zero outside the model), or None when `node_limit` LPs
+        did not settle it (the caller then plans that model alone)."""
+        error = self._pass(solver, integer=False)
+        if error:
+            return error
+        solver.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.0))
+        n_y = int(self.y_cols.size)
+        lo_all, hi_all = self.col_lower[self.y_cols].copy(), self.col_upper[self.y_cols].copy()
+
+        def solve_round(lo: FloatArray, hi: FloatArray) -> FloatArray:
+            solver.changeColsBounds(n_y, self.y_cols, lo, hi)
+            solver.run()
+            status = solver.getModelStatus()
+            if status != highs.HighsModelStatus.kOptimal:  # every node is feasible (slack s), so this is HiGHS
+                raise _HandOver(solver.modelStatusToString(status))
+            return np.asarray(solver.getSolution().col_value, dtype=np.float64)
+
+        n_blocks = len(self.blocks)
+        best_obj = [math.inf] * n_blocks
+        best: list[FloatArray | None] = [None] * n_blocks
+        heaps: list[list[tuple[float, int, FloatArray, FloatArray, FloatArray]]] = [[] for _ in range(n_blocks)]
+        pending: list[list[tuple[FloatArray, FloatArray]]] = [[] for _ in range(n_blocks)]
+        lps = [0] * n_blocks
+        open_blocks = set(range(n_blocks))
+        tie = 0
+
+        def beats(k: int, bound: float) -> bool:
+            return best[k] is None or bound < best_obj[k] - max(gap * abs(best_obj[k]), 1e-9)
+
+        try:
+            cols = solve_round(lo_all, hi_all)
+        except _HandOver:
+            return [None] * n_blocks
+        for k, (c0, c1, ya, yb) in enumerate(self.blocks):
+            lps[k] = 1
+            heaps[k].append((float(self.col_cost[c0:c1] @ cols[c0:c1]), 0, lo_all[ya:yb].copy(),
+                             hi_all[ya:yb].copy(), cols[c0:c1].copy()))
+        while open_blocks:
+            if time.perf_counter() > deadline:
+                return "solver status time limit reached"
+            # Advance every open block to its next LP to evaluate: pop nodes, take incumbents, branch.
+            for k in list(open_blocks):
+                c0, c1, ya, yb = self.blocks[k]
+                while not pending[k]:
+                    if not heaps[k] or not beats(k, heaps[k][0][0]):
+                        open_blocks.discard(k)  # no open node can beat the incumbent by more than the gap
+                        break
+                    if lps[k] >= node_limit:
+                        open_blocks.discard(k)
+                        best[k] = None
+                        best_obj[k] = -math.inf  # marks "unsettled": planned alone by the caller
+                        break
+                    bound, _, lo, hi, sub = heapq.heappop(heaps[k])
+                    y = sub[self.y_cols[ya:yb] - c0]
+                    frac = np.abs(y - np.rint(y))
+                    if frac.max() <= 1e-6:
+                        best_obj[k], best[k] = bound, sub
+                        continue
+                    up_all = np.ceil(y - 1e-6)
+                    if np.all(up_all <= hi):  # rounded up: feasible, no LP needed (see _search)
+                        rounded = sub.copy()
+                        rounded[self.y_cols[ya:yb] - c0] = up_all
+                        if self.d_cols is not None and self.prev is not None:
+                            rounded[self.d_cols[ya:yb] - c0] = np.abs(up_all - self.prev[ya:yb])
+                        obj = float(self.col_cost[c0:c1] @ rounded)
+                        if obj < best_obj[k]:
+                            best_obj[k], best[k] = obj, rounded
+                    j = int(np.argmax(frac))
+                    down_hi, up_lo = hi.copy(), lo.copy()
+                    down_hi[j] = math.floor(y[j])
+                    up_lo[j] = math.floor(y[j]) + 1
+                    pending[k] += [(lo, down_hi), (up_lo, hi)]
+            batch = [k for k in open_blocks if pending[k]]
+            if not batch:
+                break
+            lo_r, hi_r = lo_all.copy(), hi_all.copy()
+            chosen = {}
+            for k in batch:
+                _, _, ya, yb = self.blocks[k]
+                chosen[k] = pending[k].pop()
+                lo_r[ya:yb], hi_r[ya:yb] = chosen[k]
+            try:
+                cols = solve_round(lo_r, hi_r)
+            except _HandOver:
+                for k in batch:
+                    open_blocks.discard(k)
+                    best[k], best_obj[k] = None, -math.inf
+                continue
+            for k in batch:
+                c0, c1, _, _ = self.blocks[k]
+                lps[k] += 1
+                obj = float(self.col_cost[c0:c1] @ cols[c0:c1])
+                if beats(k, obj):
+                    tie += 1
+                    heapq.heappush(heaps[k], (obj, tie, chosen[k][0], chosen[k][1], cols[c0:c1].copy()))
+        out: list[FloatArray | None] = []
+        for k, (c0, c1, _, _) in enumerate(self.blocks):
+            found = best[k]
+            if found is None:
+                out.append(None)
+                continue
+            full = np.zeros(self.n_cols)
+            full[c0:c1] = found
+            out.append(full)
+        return out
+
     def solve(self, solver: highs._Highs, time_limit_s: float, mip_gap: float) -> FloatArray | str:
         """Column values, or why there are none."""
         error = self._pass(solver, self.integer)
@@ -521,16 +643,33 @@ class Planner:
                ) -> list[tuple[FloatArray, FloatArray]] | str:
         """The solution per model, or why there is none."""
         out: list[tuple[FloatArray, FloatArray] | None] = [None] * len(arrays)
+        deadline = started + request.time_limit_s
+        groups = []
         for group in components(arrays, request.pools):
-            members = [arrays[k] for k in group]
-            if not any(_servable_demand(a) for a in members):  # nothing to carry: the lower bounds are the plan
+            if not any(_servable_demand(arrays[k]) for k in group):  # nothing to carry: the bounds are the plan
                 for k in group:
                     out[k] = (arrays[k].lo.copy(), np.zeros(arrays[k].mu.shape))
-                continue
-            if self._solver is None:
-                self._solver = _quiet_solver()
+            else:
+                groups.append(group)
+        if groups and self._solver is None:
+            self._solver = _quiet_solver()
+        assert self._solver is None or isinstance(self._solver, highs._Highs)
+        alone = [k for g in groups if len(g) == 1 for k in g if not set(arrays[k].pools) & set(request.pools)]
+        if request.integer and len(alone) >= BATCH_MIN and self._solver is not None:
+            batch = _Program([arrays[k] for k in alone], {}, request, per_model_scale=True)
+            result = batch.branch_and_bound_blocks(self._solver, deadline, request.mip_gap, NODE_LIMIT)
+            if isinstance(result, str):
+                return result
+            for i, (k, found) in enumerate(zip(alone, result, strict=True)):
+                if found is not None:
+                    out[k] = batch.read(i, found)
+                    self.programs_solved += 1
+            settled = {k for k in alone if out[k] is not None}
+            groups = [g for g in groups if not (len(g) == 1 and g[0] in settled)]
+        for group in groups:
+            members = [arrays[k] for k in group]
+            assert self._solver is not None
             program = _Program(members, request.pools, request)
-            deadline = started + request.time_limit_s
             cols = None
             if request.integer:
                 cols = program.branch_and_bound(self._solver, deadline, request.mip_gap, NODE_LIMIT)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from optimizer.demand import Demand
-from optimizer.program import ModelProblem, PlanError, Planner, PlanRequest, Variant, greedy_plan
+from optimizer.program import ModelPlan, ModelProblem, PlanError, Planner, PlanRequest, Variant, greedy_plan
 
 from .fixtures import BIG, CHEAP, demand, profile
 
@@ -230,17 +230,19 @@ def _oracle_objective(request: PlanRequest) -> float:
     return float(problem.value) * scale
 
 
-def _plan_objective(request: PlanRequest) -> float:
-    """The same objective evaluated on the planner's answer (in $/h, like the oracle's)."""
+def _plan_objective(request: PlanRequest, given: ModelPlan | None = None) -> float:
+    """The same objective evaluated on the planner's answer (in $/h, like the oracle's); `given`: the plan of
+    the request's only model, planned elsewhere."""
     from optimizer.program import PLACEMENT_WEIGHT, UNSERVED_PENALTY, model_arrays
 
-    plan = Planner().plan(request)
-    assert plan.status == "optimal"
+    if given is None:
+        plan = Planner().plan(request)
+        assert plan.status == "optimal"
     arrays = [model_arrays(mp, request.utilization) for mp in request.models]
     scale_all = max(float(a.cost.max()) for a in arrays)
     total = 0.0
     for mp, a in zip(request.models, arrays, strict=True):
-        m = plan.models[mp.demand.model]
+        m = given if given is not None else plan.models[mp.demand.model]
         y = np.array([m.replicas[n] for n in a.names], dtype=float)
         load = np.vstack([m.load[n].ravel() for n in a.names])
         assert np.all((load * a.inv_mu).sum(axis=1) <= request.utilization * y + 1e-6)
@@ -367,3 +369,21 @@ def test_solve_json_is_the_only_thing_on_stdout(tmp_path: Path) -> None:
     assert parsed.returncode == 0, f"stdout is not JSON: {solve.stdout[:300]!r}"
     doc = json.loads(solve.stdout)
     assert doc["status"] == "optimal" and doc["replicas"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_independent_models_searched_together_match_the_oracle_one_by_one(seed: int) -> None:
+    """At least BATCH_MIN independent models go through one LP per branch-and-bound round: every model's plan
+    must still be its own optimum."""
+    from dataclasses import replace
+
+    from optimizer.program import BATCH_MIN
+
+    rng = np.random.default_rng(100 + seed)
+    request = _random_request(rng, n_models=BATCH_MIN + 4, shared_pool=False)
+    plan = Planner().plan(request)
+    assert plan.status == "optimal"
+    for mp in request.models:
+        alone = replace(request, models=(mp,))
+        got = _plan_objective(alone, plan.models[mp.demand.model])
+        assert got == pytest.approx(_oracle_objective(alone), rel=1e-6, abs=1e-6), mp.demand.model
