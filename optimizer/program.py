@@ -245,6 +245,8 @@ NODE_LIMIT = 200
 # Independent single-model programs from this many on are searched together in one LP (see
 # branch_and_bound_blocks); fewer are cheaper one by one.
 BATCH_MIN = 8
+# ... and at most this many per LP: a round's re-solve grows faster than linearly with the models in it.
+BATCH_MAX = 100
 
 
 class _HandOver(Exception):
@@ -655,12 +657,14 @@ class Planner:
             self._solver = _quiet_solver()
         assert self._solver is None or isinstance(self._solver, highs._Highs)
         alone = [k for g in groups if len(g) == 1 for k in g if not set(arrays[k].pools) & set(request.pools)]
-        if request.integer and len(alone) >= BATCH_MIN and self._solver is not None:
-            batch = _Program([arrays[k] for k in alone], {}, request, per_model_scale=True)
+        for first in range(0, len(alone), BATCH_MAX) if request.integer and len(alone) >= BATCH_MIN else ():
+            chunk = alone[first:first + BATCH_MAX]
+            assert self._solver is not None
+            batch = _Program([arrays[k] for k in chunk], {}, request, per_model_scale=True)
             result = batch.branch_and_bound_blocks(self._solver, deadline, request.mip_gap, NODE_LIMIT)
             if isinstance(result, str):
                 return result
-            for i, (k, found) in enumerate(zip(alone, result, strict=True)):
+            for i, (k, found) in enumerate(zip(chunk, result, strict=True)):
                 if found is not None:
                     out[k] = batch.read(i, found)
                     self.programs_solved += 1
