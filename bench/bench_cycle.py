@@ -1,115 +1,306 @@
-"""One control cycle against a real Prometheus scraping the test exporter: cycle time for 10 models x 4
-variants, and Prometheus queries per cycle as the number of variants grows (goal: constant)."""
+"""One control cycle at cluster scale: cycle time and memory versus models, against a real Prometheus that
+scrapes one exporter target per variant, as a cluster has one per pod.
+
+    .venv/bin/python -m bench.bench_cycle [--models 1 100 500 1000] [--cycles 5] [--profile 1000]
+
+Per size: M models × 4 variants, each variant's profile on a 16×16 grid (AIBrix's llama2-7b tables resampled,
+capacity scaled per variant), each variant its own scrape target (`tests/service/exporter.py`'s exposition,
+one FleetExporter per variant, served by a few exporter processes on many ports). The variants of a model
+serve different request lengths, so a model's demand spreads over many buckets. A fresh process per size
+(so its peak RSS is its own), pinned to one core, runs `Controller.cycle()` until every model has a demand
+estimate, then `--cycles` measured cycles; a model counts as planned in a cycle when that cycle's snapshot
+carries its plan (cost and coverage) from that cycle's demand. `--profile M` adds a cProfile of one cycle.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import cProfile
+import io
 import json
 import os
+import pstats
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from tqdm import tqdm
+import numpy as np
 
 from bench.report import write_section
-from optimizer.profile import load_profile
-from scaler.config import Config
-from scaler.inventory import Inventory, ModelInfo, VariantInfo
-from scaler.loop import Controller, StaticInventory
-from scaler.prometheus import Observer
-from scaler.store import ProfileStore, StateStore
-from scaler.table import Table
-from sim.services import start_prometheus
-from tests.service.exporter import FleetExporter
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "aibrix"
 BASES = ["simulator-llama2-7b-a100", "simulator-llama2-7b-a40"]
+VARIANTS = 4
+LENGTHS = [(200, 20), (500, 50), (1000, 100), (2000, 200)]  # (prompt, output) tokens per variant
+EXPORTER_PROCESSES = 4
 
 
-def _fleet(models: int, variants: int, profiles: Path, exporter: FleetExporter) -> Inventory:
-    infos = []
+# ------------------------------------------------------------------------------ exporter processes
+
+
+def serve_exporters(spec_file: str) -> int:
+    """Child mode: one FleetExporter (own port) per variant listed; prints the targets, serves until stdin
+    closes."""
+    from tests.service.exporter import FleetExporter
+
+    specs = json.loads(Path(spec_file).read_text())
+    exporters = []
+    for model, variant, rps, prompt, output in specs:
+        e = FleetExporter("v1")
+        e.set_variant("llm", model, variant, 1, rps=rps, prompt_tokens=prompt, output_tokens=output)
+        exporters.append((e, e.start()))
+    print(json.dumps([t for _, t in exporters]), flush=True)
+    sys.stdin.read()
+    os._exit(0)  # a graceful shutdown of every server takes half a second each: nothing is left to keep
+
+
+# ------------------------------------------------------------------------------------ one size
+
+
+def measure(models: int, cycles: int, workdir: Path, profile: bool) -> dict[str, object]:
+    from optimizer.profile import Grid, load_profile, resample
+    from scaler.config import Config
+    from scaler.inventory import Inventory, ModelInfo, VariantInfo
+    from scaler.loop import Controller, StaticInventory
+    from scaler.prometheus import Observer
+    from scaler.store import ProfileStore, StateStore
+    from scaler.table import Table
+    from sim.services import start_prometheus
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # the controller on one core
+    fine = Grid(inputs=tuple(int(x) for x in np.geomspace(64, 8192, 16).round()),
+                outputs=tuple(int(x) for x in np.geomspace(4, 1024, 16).round()))
+    bases = [resample(load_profile(DATA / f"{b}.json"), fine) for b in BASES]
+    profiles = workdir / "profiles"
+    profiles.mkdir()
+    infos, specs = [], []
+    rng = np.random.default_rng(models)
     for m in range(models):
         vs = []
-        for v in range(variants):
+        for v in range(VARIANTS):
             name = f"m{m}-v{v}"
-            base = load_profile(DATA / f"{BASES[v % 2]}.json")
-            profile = replace(base, model=f"m{m}", variant=name, cost_per_hour=base.cost_per_hour * (1 + v / 10))
+            base = bases[v % 2]
+            profile = replace(base, model=f"m{m}", variant=name, accelerator=f"acc{v}",
+                              cost_per_hour=base.cost_per_hour * (1 + v / 10),
+                              capacity=base.capacity * float(rng.uniform(0.7, 1.4)))
             (profiles / f"{name}.json").write_text(json.dumps(profile.to_json()))
             vs.append(VariantInfo(name=name, model=f"m{m}", namespace="llm", max_replicas=16))
-            exporter.set_variant("llm", f"m{m}", name, 1, rps=1.0 + m % 3)
+            specs.append((f"m{m}", name, 0.5 + (m % 5) * 0.5, *LENGTHS[v]))
         infos.append(ModelInfo(f"m{m}", "llm", tuple(vs)))
-    return Inventory(tuple(infos))
+    inventory = Inventory(tuple(infos))
 
-
-async def _measure(models: int, variants: int, cycles: int, workdir: Path) -> tuple[float, float, int]:
-    exporter = FleetExporter()
-    profiles = workdir / f"profiles-{models}x{variants}"
-    profiles.mkdir()
-    inventory = _fleet(models, variants, profiles, exporter)
-    prom_dir = workdir / f"prom-{models}x{variants}"
-    prom_dir.mkdir()
-    prom = start_prometheus(prom_dir, [exporter.start()])
-    config = Config(prometheus=prom.url, rate_window="5s", profiles=str(profiles))
+    children, targets = [], []
+    chunk = -(-len(specs) // EXPORTER_PROCESSES)
+    for k in range(0, len(specs), chunk):
+        spec_file = workdir / f"exporters-{k}.json"
+        spec_file.write_text(json.dumps(specs[k:k + chunk]))
+        child = subprocess.Popen([sys.executable, "-m", "bench.bench_cycle", "--serve-exporters", str(spec_file)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        children.append(child)
+    for child in children:
+        assert child.stdout is not None
+        targets += json.loads(child.stdout.readline())
+    scrape = "2s" if len(targets) <= 400 else "5s"
+    (workdir / "prom").mkdir()
+    prom = start_prometheus(workdir / "prom", targets, scrape_interval=scrape)
+    config = Config(prometheus=prom.url, rate_window="30s", profiles=str(profiles), max_sample_age=60)
     observer = Observer(config)
+    table = Table()
     controller = Controller(config, StaticInventory(inventory), observer, ProfileStore(str(profiles), None),
-                            StateStore(None), Table())
+                            StateStore(None), table)
+
+    spent = {"observe": 0.0, "plan": 0.0}
+    last_request: list[Any] = []
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if asyncio.iscoroutinefunction(fn):
+            async def wrapped_async(*a: Any, **k: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return await fn(*a, **k)
+                finally:
+                    spent[name] += time.perf_counter() - t
+            return wrapped_async
+
+        def wrapped(*a: Any, **k: Any) -> Any:
+            last_request[:] = a
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] += time.perf_counter() - t
+        return wrapped
+
+    observer.observe = timed("observe", observer.observe)  # type: ignore[method-assign]
+    plan_fn = controller.planner.plan
+    controller.planner.plan = timed("plan", plan_fn)  # type: ignore[method-assign]
+
+    def planned(snapshot: object) -> int:
+        return sum(1 for mv in snapshot.models.values()  # type: ignore[attr-defined]
+                   if mv.demand_rps is not None and mv.demand_rps > 0 and mv.cost_per_hour is not None)
+
     try:
-        for _ in range(40):  # until Prometheus has rates for every model
-            snap = await controller.cycle()
-            if all(m.demand_rps for m in snap.models.values()):
+        warm_until = time.monotonic() + 240
+        ready = 0
+        while time.monotonic() < warm_until:
+            snap = asyncio.run(controller.cycle())
+            ready = planned(snap)
+            if ready == models:
                 break
-            await asyncio.sleep(0.5)
-        times = []
-        sent_before = observer.queries_sent
-        for _ in tqdm(range(cycles), desc=f"{models}x{variants} cycles", leave=False):
+            time.sleep(2.0)
+        times, counts, queries = [], [], []
+        spent.update(observe=0.0, plan=0.0)
+        for _ in range(cycles):
+            sent = observer.queries_sent
             t0 = time.perf_counter()
-            await controller.cycle()
+            snap = asyncio.run(controller.cycle())
             times.append(time.perf_counter() - t0)
-        per_cycle = (observer.queries_sent - sent_before) / cycles
-        return statistics.median(times), max(times), int(per_cycle)
+            counts.append(planned(snap))
+            queries.append(observer.queries_sent - sent)
+            time.sleep(0.5)
+        hot = ""
+        if profile:
+            # cProfile sees one thread: run the cycle's worker-thread step (decide) inline for this cycle.
+            async def inline(fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
+                return fn(*a, **k)
+
+            to_thread = asyncio.to_thread
+            asyncio.to_thread = inline  # type: ignore[assignment]
+            prof = cProfile.Profile()
+            prof.enable()
+            asyncio.run(controller.cycle())
+            prof.disable()
+            asyncio.to_thread = to_thread
+            out = io.StringIO()
+            stats = pstats.Stats(prof, stream=out)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(30)
+            hot = out.getvalue()
+        rss_now = _rss_mib()
     finally:
         prom.stop()
-        exporter.stop()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(timeout=30)
+    # The planner alone on the cycle's last request, with Prometheus and the exporters stopped: what the
+    # planning costs when it does not share the core.
+    alone = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        plan_fn(*last_request)
+        alone.append(time.perf_counter() - t0)
+    return {"models": models, "variants": models * VARIANTS, "targets": len(targets), "scrape": scrape,
+                "median_s": statistics.median(times), "max_s": max(times), "planned": counts,
+                "queries": statistics.median(queries), "peak_rss_mib": _peak_rss_mib(), "rss_mib": rss_now,
+                "warm_ready": ready, "observe_s": spent["observe"] / cycles, "plan_s": spent["plan"] / cycles,
+                "solver": controller.planner.programs_solved, "hot": hot, "plan_alone_s": statistics.median(alone)}
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# ------------------------------------------------------------------------------------------- main
 
 
 def main() -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="gpumix-bench-cycle-"))
-    try:
-        shapes = [(1, 4), (10, 4), (25, 4), (10, 10)]
-        results = {s: asyncio.run(_measure(*s, cycles=10, workdir=workdir)) for s in shapes}
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    rows = []
-    for (m, v), (median, worst, queries) in results.items():
-        rows.append(f"| {m} x {v} = {m * v} | {queries} | {median * 1e3:.0f} ms | {worst * 1e3:.0f} ms |")
-        print(f"{m:3d} models x {v:2d} variants: {queries} queries/cycle, cycle median {median * 1e3:.0f} ms, "
-              f"max {worst * 1e3:.0f} ms")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=int, nargs="+", default=[1, 100, 500, 1000])
+    parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--profile", type=int, default=None, metavar="M", help="cProfile one cycle at M models")
+    parser.add_argument("--serve-exporters", metavar="SPEC", help=argparse.SUPPRESS)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_exporters:
+        return serve_exporters(args.serve_exporters)
+    if args.one is not None:
+        from scaler import logs
+
+        logs.configure("warning")  # the cycle's debug line lists every recommendation: not what is measured
+        workdir = Path(tempfile.mkdtemp(prefix="gpumix-bench-cycle-"))
+        try:
+            print(json.dumps(measure(args.one, args.cycles, workdir, args.profile == args.one)))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return 0
+
+    results = []
+    for m in args.models:
+        cmd = [sys.executable, "-m", "bench.bench_cycle", "--one", str(m), "--cycles", str(args.cycles)]
+        if args.profile is not None:
+            cmd += ["--profile", str(args.profile)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r = results[-1]
+        print(f"{m:5d} models: cycle median {r['median_s'] * 1e3:.0f} ms, max {r['max_s'] * 1e3:.0f} ms, "
+              f"planned {r['planned']}, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    xs = [m * v for m, v in results]
-    ax.plot(xs, [r[0] * 1e3 for r in results.values()], "o-", label="cycle median (ms)")
-    ax2 = ax.twinx()
-    ax2.plot(xs, [r[2] for r in results.values()], "s--", color="C1", label="queries per cycle")
-    ax.set_xlabel("variants")
+    xs = [r["models"] for r in results]
+    ax.plot(xs, [r["median_s"] * 1e3 for r in results], "o-", label="cycle median (ms)")
+    ax.axhline(2000, color="C0", ls=":", lw=1)
+    ax.set_xlabel("models (× 4 variants, 16×16 grids)")
     ax.set_ylabel("cycle time (ms)")
-    ax2.set_ylabel("Prometheus queries per cycle")
-    ax2.set_ylim(0, max(r[2] for r in results.values()) * 1.5)
+    ax2 = ax.twinx()
+    ax2.plot(xs, [r["peak_rss_mib"] for r in results], "s--", color="C1", label="peak RSS (MiB)")
+    ax2.axhline(512, color="C1", ls=":", lw=1)
+    ax2.set_ylabel("peak RSS (MiB)")
     fig.legend(loc="upper left")
     fig.tight_layout()
-    out = os.path.join(os.path.dirname(__file__), "out")
-    os.makedirs(out, exist_ok=True)
-    fig.savefig(os.path.join(out, "bench_cycle.png"), dpi=120)
-    write_section("cycle", "## Control cycle (real Prometheus, test exporter, directory profiles, no Redis)\n\n"
-                  "One full observe → decide → publish cycle; queries per cycle must not grow with variants.\n\n"
-                  "| models x variants | queries/cycle | cycle median | cycle max |\n|---|---|---|---|\n"
-                  + "\n".join(rows) + "\n\nPlot: `bench/out/bench_cycle.png`.")
+    out_dir = Path(__file__).resolve().parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    fig.savefig(out_dir / "bench_cycle.png", dpi=120)
+
+    rows = [
+        f"| {r['models']} × 4 = {r['variants']} | {r['targets']} ({r['scrape']}) | {r['queries']:.0f} | "
+        f"{r['median_s'] * 1e3:.0f} ms | {r['max_s'] * 1e3:.0f} ms | {r['observe_s'] * 1e3:.0f} ms | "
+        f"{r['plan_s'] * 1e3:.0f} ms | {r['plan_alone_s'] * 1e3:.0f} ms | "
+        f"{min(r['planned'])}–{max(r['planned'])} of {r['models']} | "
+        f"{r['peak_rss_mib']:.0f} MiB |"
+        for r in results
+    ]
+    big = next((r for r in results if r["models"] == 1000), None)
+    verdict = ""
+    if big is not None:
+        ok_t, ok_m = big["median_s"] < 2.0, big["peak_rss_mib"] < 512
+        verdict = (f"\n\nGoal (issue #14) at 1,000 models: cycle < 2 s median — {big['median_s']:.2f} s, "
+                   f"{'met' if ok_t else '**not met**'}; RSS < 512 MiB — {big['peak_rss_mib']:.0f} MiB, "
+                   f"{'met' if ok_m else '**not met**'}.")
+    text = ("## Control cycle at scale (real Prometheus, one scrape target per variant, directory profiles)\n\n"
+            "Each size in a fresh process pinned to one core; `planned` is how many models had a plan from that "
+            "cycle's demand, lowest–highest over the measured cycles. Queries per cycle must not grow.\n\n"
+            "`observe` is the mean time in `Observer.observe` (Prometheus answering its aggregated queries), `plan` "
+            "in `Planner.plan` (every call of the cycle: steady and hold-aware plans); `plan alone` is the cycle's "
+            "last plan request again after Prometheus and the exporters are stopped (the same core, not shared).\n\n"
+            "| models × variants | scrape targets (interval) | queries/cycle | cycle median | cycle max | observe "
+            "| plan | plan alone | planned | peak RSS |\n|---|---|---:|---:|---:|---:|---:|---:|---|---:|\n"
+            + "\n".join(rows) + verdict
+            + "\n\nPlot: `bench/out/bench_cycle.png`.")
+    write_section("cycle", text)
+    for r in results:
+        if r["hot"]:
+            print(f"--- cProfile of one cycle at {r['models']} models ---\n{r['hot']}")
     return 0
 
 

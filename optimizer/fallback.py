@@ -1,36 +1,67 @@
-"""The greedy plan, used when the solver fails or runs out of time.
+"""The numeric inputs every planner path shares, and the greedy plan used when the solver fails or runs
+out of time.
 
-It never buys less than the bounds and never more than bounds and pools allow, and it is deterministic:
+The greedy plan never buys less than the bounds and never more than bounds and pools allow, and it is
+deterministic:
 1. Start every variant at its lower bound (min_replicas, or what the HPA holds anyway).
 2. Take buckets from the largest demand to the smallest. For each, first pour its load into spare
    capacity already bought, cheapest per req/s first; then buy replicas of the variant that is cheapest
    per req/s for this bucket (cost / (u·μ)) while its max and its pool allow, then the next cheapest.
 3. Whatever is left is unserved, and the plan's coverage says so.
 Its cost is at least the program's, usually within a replica or two per variant.
+
+This module sits below `optimizer.program` (which imports it, never the other way round): it knows
+arrays, not requests or plans.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from optimizer.program import ModelPlan, Plan, PlanRequest, make_model_plan, model_arrays
+from optimizer.profile import FloatArray
+
+IntArray = npt.NDArray[np.int64]
 
 
-def greedy(request: PlanRequest) -> Plan:
-    arrays = [model_arrays(mp, request.utilization) for mp in request.models]
-    u = request.utilization
-    pool_left = dict(request.pools)
-    variants = [v for mp in request.models for v in mp.variants]
-    for v in variants:
-        if v.pool_name in pool_left:
-            pool_left[v.pool_name] -= v.lower_bound * v.profile.gpus_per_replica
+@dataclass(frozen=True)
+class ModelArrays:
+    """Numeric inputs of one model, on its planning grid, flattened bucket-wise."""
 
-    models: dict[str, ModelPlan] = {}
-    for mp, arr in zip(request.models, arrays, strict=True):
+    names: tuple[str, ...]
+    lam: FloatArray  # (B,)
+    mu: FloatArray  # (V, B)
+    inv_mu: FloatArray  # (V, B): 1/μ where servable, 0 where not (replica-equivalents per req/s)
+    cost: FloatArray  # (V,) $/h
+    lo: FloatArray
+    hi: FloatArray
+    prev: FloatArray
+    gpus: FloatArray
+    pools: tuple[str, ...]  # accelerator pool of each variant
+
+    def busy(self, load: FloatArray) -> FloatArray:
+        """Replica-equivalents of work per variant for a load split (V, B): Σ_b z/μ."""
+        return np.asarray((load * self.inv_mu).sum(axis=1), dtype=np.float64)
+
+
+def greedy(arrays: Sequence[ModelArrays], pools: Mapping[str, float], utilization: float
+           ) -> list[tuple[IntArray, FloatArray]]:
+    """Replica counts (V,) and load split (V, B) per model, in the order given."""
+    u = utilization
+    pool_left = dict(pools)
+    for arr in arrays:
+        for g, pool in enumerate(arr.pools):
+            if pool in pool_left:
+                pool_left[pool] -= float(arr.lo[g] * arr.gpus[g])
+
+    out: list[tuple[IntArray, FloatArray]] = []
+    for arr in arrays:
         n_var, n_buckets = arr.mu.shape
-        replicas = arr.lo.astype(int).copy()
+        replicas = arr.lo.astype(np.int64).copy()
         spare = replicas * u  # replica-equivalents of work still free on each variant
         load = np.zeros((n_var, n_buckets))
         for b in np.argsort(-arr.lam, kind="stable"):
@@ -47,21 +78,20 @@ def greedy(request: PlanRequest) -> Plan:
             for g in by_price:  # buy more
                 if left <= 1e-12:
                     break
-                v = mp.variants[g]
                 room = int(arr.hi[g]) - int(replicas[g])
-                pool = v.pool_name
+                pool = arr.pools[g]
                 if pool in pool_left:
-                    room = min(room, int(pool_left[pool] // v.profile.gpus_per_replica))
+                    room = min(room, int(pool_left[pool] // arr.gpus[g]))
                 if room <= 0:
                     continue
                 extra = min(room, math.ceil(left / (u * arr.mu[g, b]) - 1e-9))
                 replicas[g] += extra
                 if pool in pool_left:
-                    pool_left[pool] -= extra * v.profile.gpus_per_replica
+                    pool_left[pool] -= extra * float(arr.gpus[g])
                 spare[g] += extra * u
                 take = min(left, spare[g] * arr.mu[g, b])
                 load[g, b] += take
                 spare[g] -= take / arr.mu[g, b]
                 left -= take
-        models[mp.demand.model] = make_model_plan(mp, arr, replicas, load)
-    return Plan(models, "greedy", "greedy", 0.0)
+        out.append((replicas, load))
+    return out

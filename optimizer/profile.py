@@ -29,6 +29,10 @@ SLO_METRICS = ("ttft", "tpot", "e2e")
 PERCENTILES = {"mean": "mean", "50": "P50", "90": "P90", "99": "P99"}
 # AIBrix keeps a rate only if the measured throughput reached this share of the offered rate.
 SUSTAINED_SHARE = 0.9
+# Ticks per axis a profile may have. The planner's memory grows with buckets × variants; 64 × 64 plans
+# within the stated budget (BENCHMARKS.md, "Planner memory"). Finer profiles are refused at parse time with
+# this limit in the message; a finer *union* of variants' grids is planned on `coarsen`.
+MAX_TICKS = 64
 
 FloatArray = npt.NDArray[np.float64]
 # Token ticks and lengths beyond this are not lengths but corrupt data (and would not fit numpy's ints).
@@ -230,6 +234,11 @@ class _Problems:
     def ticks(self, val: Any, fieldname: str) -> tuple[int, ...]:
         if not isinstance(val, list) or not val:
             self.add(fieldname, "must be a non-empty list of token counts")
+            return ()
+        if len(val) > MAX_TICKS:
+            self.add(fieldname, f"{len(val)} ticks, more than the {MAX_TICKS} the planner supports per axis "
+                     f"(memory grows with the grid); profile on a coarser grid, or keep every "
+                     f"{math.ceil(len(val) / MAX_TICKS)}th tick and the last one")
             return ()
         if not all(isinstance(t, int) and not isinstance(t, bool) and 0 < t <= MAX_TOKENS for t in val):
             self.add(fieldname, f"ticks must be integers in 1..{MAX_TOKENS}, got {_short(val)}")
@@ -527,6 +536,20 @@ def common_grid(grids: Iterable[Grid]) -> Grid:
         tuple(sorted({t for g in grids for t in g.inputs})),
         tuple(sorted({t for g in grids for t in g.outputs})),
     )
+
+
+def coarsen(grid: Grid, max_ticks: int = MAX_TICKS) -> Grid:
+    """At most `max_ticks` of the grid's own ticks per axis, evenly spread, the last one always kept.
+    Conservative with `Demand.on` and `resample`: a request moves up to the next kept tick (so it is never
+    made shorter) and capacity is read at that tick, which was measured."""
+
+    def keep(ticks: tuple[int, ...]) -> tuple[int, ...]:
+        if len(ticks) <= max_ticks:
+            return ticks
+        positions = np.linspace(len(ticks) - 1, 0, max_ticks).round().astype(int)
+        return tuple(ticks[i] for i in sorted(set(positions.tolist())))
+
+    return Grid(keep(grid.inputs), keep(grid.outputs))
 
 
 def resample(profile: Profile, grid: Grid) -> Profile:

@@ -9,27 +9,58 @@ For each model m, variant g, bucket b:
                Σ_{g in pool p} gpus_g·y_g ≤ cap_p    shared by every model planned together
 The unserved penalty dwarfs any cost, so s is non-zero only when demand exceeds what the bounds and pools
 allow (or no variant can serve a bucket); then the plan serves the most it can at the least cost and its
-coverage says how much that was. Costs are normalised to the most expensive variant so the penalty's
-scale does not depend on the currency.
+coverage says how much that was. Costs are normalised to the most expensive variant of each independent
+problem so the penalty's scale does not depend on the currency.
 
-Every input that changes between cycles is a cvxpy Parameter, so a problem of a given shape is compiled
-once and re-solved (DPP). HiGHS solves it under a time limit; if it fails or runs out of time, the greedy
-plan of `optimizer.fallback` is returned with a status that says so.
+How it is solved, and why it stays exact:
+- Models that share no capped accelerator pool do not interact: the program is block-diagonal, and each
+  connected component (models linked through a pool with a capacity) is its own program. 1,000 models on
+  uncapped pools are 1,000 small programs, not one large one whose relative gap would be shared.
+- Only active buckets enter a program: a bucket without demand has z = s = 0 in every solution, and a
+  bucket no variant can serve has s = λ whatever the replicas; both are dropped and re-added when the plan
+  is read back. Sparse demand (a handful of active buckets) makes a program of a few dozen columns.
+- A component without servable demand has hi = lo for every variant (nothing to carry), so its plan is
+  the lower bounds with no load, read off without a solver.
+- Everything else goes to HiGHS, built directly as arrays (no modelling layer to compile, a few tens of µs
+  per model), under the request's time limit; HiGHS's own output is switched off before it can print.
+If HiGHS fails or runs out of time, the greedy plan of `optimizer.fallback` is returned with a status that
+says so.
+
+Grids beyond `profile.MAX_TICKS` ticks per axis (a union of variants' grids can be) are planned on a
+conservative coarsening (`profile.coarsen`): requests move up to the next kept tick, capacity is read at
+the kept ticks, so the plan never claims more than was measured and memory stays bounded.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import cvxpy as cp
 import numpy as np
+import numpy.typing as npt
+from highspy import _core as highs
 
 from optimizer.demand import Demand
-from optimizer.profile import FloatArray, Profile, resample
+from optimizer.fallback import IntArray, ModelArrays, greedy
+from optimizer.profile import MAX_TICKS, FloatArray, Grid, Profile, coarsen, resample
+
+__all__ = [
+    "DEFAULT_MAX_REPLICAS",
+    "ModelArrays",
+    "ModelPlan",
+    "ModelProblem",
+    "Plan",
+    "PlanError",
+    "PlanRequest",
+    "Planner",
+    "Variant",
+    "greedy_plan",
+    "make_model_plan",
+    "model_arrays",
+]
 
 # Penalty per req/s left unserved, in units of the most expensive replica-hour. Leaving 0.001 req/s
 # unserved must cost more than any replica, hence 1e4.
@@ -105,7 +136,7 @@ class ModelPlan:
 class Plan:
     models: dict[str, ModelPlan]
     status: str  # "optimal", or "fallback: <why>"
-    solver: str  # "highs" or "greedy"
+    solver: str  # "highs" (also when every component was read off its bounds) or "greedy"
     solve_ms: float
 
     @property
@@ -125,29 +156,14 @@ class Plan:
 # ------------------------------------------------------------------------------------------- inputs
 
 
-@dataclass(frozen=True)
-class ModelArrays:
-    """Numeric inputs of one model, on its demand's grid, flattened bucket-wise (shared with the greedy
-    fallback)."""
-
-    names: tuple[str, ...]
-    lam: FloatArray  # (B,)
-    mu: FloatArray  # (V, B)
-    inv_mu: FloatArray  # (V, B): 1/μ where servable, 0 where not (replica-equivalents per req/s)
-    cost: FloatArray  # (V,) $/h
-    lo: FloatArray
-    hi: FloatArray
-    prev: FloatArray
-    gpus: FloatArray
-
-    def busy(self, load: FloatArray) -> FloatArray:
-        """Replica-equivalents of work per variant for a load split (V, B): Σ_b z/μ."""
-        return np.asarray((load * self.inv_mu).sum(axis=1), dtype=np.float64)
+def planning_grid(grid: Grid) -> Grid:
+    """The grid a demand is planned on: itself, or its conservative coarsening when it is too fine."""
+    return grid if max(len(grid.inputs), len(grid.outputs)) <= MAX_TICKS else coarsen(grid, MAX_TICKS)
 
 
 def model_arrays(problem: ModelProblem, utilization: float) -> ModelArrays:
-    grid = problem.demand.grid
-    lam = problem.demand.rates.ravel()
+    grid = planning_grid(problem.demand.grid)
+    lam = problem.demand.on(grid).rates.ravel()
     mu = np.vstack([resample(v.profile, grid).capacity.ravel() for v in problem.variants])
     inv_mu = np.where(mu > 0, 1.0 / np.where(mu > 0, mu, 1.0), 0.0)
     lo = np.array([float(v.lower_bound) for v in problem.variants])
@@ -164,6 +180,7 @@ def model_arrays(problem: ModelProblem, utilization: float) -> ModelArrays:
         prev=np.array([float(v.previous_replicas if v.previous_replicas is not None else v.lower_bound)
                        for v in problem.variants]),
         gpus=np.array([float(v.profile.gpus_per_replica) for v in problem.variants]),
+        pools=tuple(v.pool_name for v in problem.variants),
     )
 
 
@@ -192,169 +209,526 @@ def validate(request: PlanRequest) -> None:
         raise PlanError("; ".join(problems))
 
 
+def components(arrays: Sequence[ModelArrays], pools: Mapping[str, float]) -> list[list[int]]:
+    """Models (by index) grouped into independent problems: two models are in one group when a chain of
+    capped pools links them. An uncapped pool couples nothing."""
+    parent = list(range(len(arrays)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_user: dict[str, int] = {}
+    for k, arr in enumerate(arrays):
+        for pool in arr.pools:
+            if pool not in pools:
+                continue
+            if pool in first_user:
+                a, b = root(first_user[pool]), root(k)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                first_user[pool] = k
+    groups: dict[int, list[int]] = {}
+    for k in range(len(arrays)):
+        groups.setdefault(root(k), []).append(k)
+    return list(groups.values())
+
+
 # ---------------------------------------------------------------------------------------- the program
 
 
-class _Compiled:
-    """One parameterised problem for a given shape: compiled on first solve, re-solved after."""
+# LP relaxations the branch and bound may spend before HiGHS's MIP (with its cuts) takes the component.
+NODE_LIMIT = 200
+# Independent single-model programs from this many on are searched together in one LP (see
+# branch_and_bound_blocks); fewer are cheaper one by one.
+BATCH_MIN = 8
+# ... and at most this many per LP: a round's re-solve grows faster than linearly with the models in it.
+BATCH_MAX = 100
 
-    def __init__(self, shapes: Sequence[tuple[int, int]], n_pools: int, integer: bool) -> None:
-        self.y: list[cp.Variable] = []
-        self.z: list[cp.Variable] = []
-        self.s: list[cp.Variable] = []
-        self.params: list[dict[str, cp.Parameter]] = []
-        self.u = cp.Parameter(nonneg=True, name="utilization")
-        constraints: list[cp.Constraint] = []
-        objective: list[cp.Expression] = []
-        for n_var, n_buckets in shapes:
-            p = {
-                "lam": cp.Parameter(n_buckets, nonneg=True),
-                "inv_mu": cp.Parameter((n_var, n_buckets), nonneg=True),
-                "zcap": cp.Parameter((n_var, n_buckets), nonneg=True),
-                "cost": cp.Parameter(n_var, nonneg=True),
-                "churn": cp.Parameter(n_var, nonneg=True),
-                "prev": cp.Parameter(n_var, nonneg=True),
-                "lo": cp.Parameter(n_var, nonneg=True),
-                "hi": cp.Parameter(n_var, nonneg=True),
-                "penalty": cp.Parameter(n_buckets, nonneg=True),
-                "placement": cp.Parameter((n_var, n_buckets), nonneg=True),
-            }
-            y = cp.Variable(n_var, integer=integer)
-            z = cp.Variable((n_var, n_buckets), nonneg=True)
-            s = cp.Variable(n_buckets, nonneg=True)
-            d = cp.Variable(n_var, nonneg=True)  # |y − prev|
-            constraints += [
-                cp.sum(z, axis=0) + s == p["lam"],
-                z <= p["zcap"],
-                cp.sum(cp.multiply(p["inv_mu"], z), axis=1) <= self.u * y,
-                y >= p["lo"],
-                y <= p["hi"],
-                d >= y - p["prev"],
-                d >= p["prev"] - y,
-            ]
-            objective += [
-                p["cost"] @ y,
-                p["churn"] @ d,
-                p["penalty"] @ s,
-                cp.sum(cp.multiply(p["placement"], z)),
-            ]
-            self.y.append(y)
-            self.z.append(z)
-            self.s.append(s)
-            self.params.append(p)
-        self.pool_gpus: cp.Parameter | None = None
-        self.pool_cap: cp.Parameter | None = None
-        if n_pools:
-            total_var = sum(v for v, _ in shapes)
-            self.pool_gpus = cp.Parameter((n_pools, total_var), nonneg=True)
-            self.pool_cap = cp.Parameter(n_pools, nonneg=True)
-            constraints.append(self.pool_gpus @ cp.hstack(self.y) <= self.pool_cap)
-        self.problem = cp.Problem(cp.Minimize(cp.sum(cp.hstack(objective))), constraints)
+
+class _HandOver(Exception):
+    pass
+
+
+class _Program:
+    """One component's MILP as HiGHS column-wise arrays, with where each model's y and z live."""
+
+    def __init__(self, arrays: Sequence[ModelArrays], pools: Mapping[str, float], request: PlanRequest,
+                 per_model_scale: bool = False) -> None:
+        # per_model_scale: each model is its own component (a batch of independent programs in one LP), so
+        # each is normalised to its own dearest variant, exactly as it would be alone.
+        global_scale = max(max(float(a.cost.max()) for a in arrays), 1e-9)
+        u, churn = request.utilization, request.churn
+        pool_names = sorted({p for a in arrays for p in a.pools if p in pools})
+        pool_row0 = 0  # pool rows come first, so every model's rows can be appended after them
+        n_rows = len(pool_names)
+        rows: list[npt.NDArray[np.int32]] = []
+        cols: list[npt.NDArray[np.int32]] = []
+        vals: list[FloatArray] = []
+        cost: list[FloatArray] = []
+        lower: list[FloatArray] = []
+        upper: list[FloatArray] = []
+        integral: list[npt.NDArray[np.int32]] = []
+        row_lo: list[FloatArray] = [np.full(n_rows, -highs.kHighsInf)]
+        row_hi: list[FloatArray] = [np.zeros(n_rows)]
+        lo_all = np.concatenate([a.lo for a in arrays])
+        gpus_all = np.concatenate([a.gpus for a in arrays])
+        pools_all = [p for a in arrays for p in a.pools]
+        for r, name in enumerate(pool_names):
+            used = sum(g * lo for g, lo, p in zip(gpus_all, lo_all, pools_all, strict=True) if p == name)
+            # The bounds win over a too-small pool: replicas the HPA holds exist whatever the plan says.
+            row_hi[0][r] = max(pools[name], float(used))
+        n_cols = 0
+        self.slices: list[tuple[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]], int,
+                                npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray, int]] = []
+        self.shapes: list[tuple[int, int]] = []
+
+        def add_cols(c: FloatArray, lo: FloatArray, hi: FloatArray, kind: int) -> int:
+            nonlocal n_cols
+            first = n_cols
+            cost.append(c)
+            lower.append(lo)
+            upper.append(hi)
+            integral.append(np.full(c.size, kind, dtype=np.int32))
+            n_cols += c.size
+            return first
+
+        def add_entries(r: npt.ArrayLike, c: npt.ArrayLike, v: npt.ArrayLike) -> None:
+            rows.append(np.asarray(r, dtype=np.int32))
+            cols.append(np.asarray(c, dtype=np.int32))
+            vals.append(np.asarray(v, dtype=np.float64))
+
+        y_kind = 1 if request.integer else 0
+        y_cols: list[npt.NDArray[np.int32]] = []
+        d_cols: list[npt.NDArray[np.int32]] = []  # |y − prev| columns, aligned with y_cols (churn > 0 only)
+        prevs: list[FloatArray] = []
+        self.blocks: list[tuple[int, int, int, int]] = []  # per model: columns [c0, c1), y_cols [y_a, y_b)
+        for a in arrays:
+            scale = max(float(a.cost.max()), 1e-9) if per_model_scale else global_scale
+            first_col, first_y = n_cols, sum(c.size for c in y_cols)
+            n_var = len(a.names)
+            active = np.flatnonzero((a.lam > 0) & (a.mu > 0).any(axis=0))
+            # Buckets every variant serves at the same rate are one bucket to the program (same capacity
+            # use, placement and penalty per req/s): merge them, split the load back in proportion to demand.
+            classes, member = np.unique(a.mu[:, active].T, axis=0, return_inverse=True)
+            member = member.ravel()
+            lam = np.asarray(np.bincount(member, weights=a.lam[active], minlength=classes.shape[0]), dtype=np.float64)
+            sub_mu = classes.T
+            pg, pb = np.nonzero(sub_mu > 0)  # servable (variant, bucket class) pairs
+            # rows of this model: bucket classes, then capacity per variant, then 2 churn rows per variant
+            r_bucket = n_rows
+            r_cap = r_bucket + lam.size
+            r_churn = r_cap + n_var
+            n_rows = r_churn + (2 * n_var if churn > 0 else 0)
+            row_lo += [lam, np.full(n_var, -highs.kHighsInf)]
+            row_hi += [lam, np.zeros(n_var)]
+            y0 = add_cols(a.cost / scale, a.lo, a.hi, y_kind)
+            y_cols.append(np.arange(y0, y0 + n_var, dtype=np.int32))
+            g_idx = np.arange(n_var)
+            add_entries(r_cap + g_idx, y0 + g_idx, np.full(n_var, -u))
+            for g, pool in enumerate(a.pools):
+                if pool in pools:
+                    add_entries([pool_row0 + pool_names.index(pool)], [y0 + g], [a.gpus[g]])
+            if churn > 0:
+                d0 = add_cols(churn * a.cost / scale, np.zeros(n_var), np.full(n_var, highs.kHighsInf), 0)
+                d_cols.append(np.arange(d0, d0 + n_var, dtype=np.int32))
+                prevs.append(a.prev)
+                # d − y ≥ −prev and d + y ≥ prev: d ≥ |y − prev|
+                row_lo += [-a.prev, a.prev]
+                row_hi += [np.full(2 * n_var, highs.kHighsInf)]
+                add_entries(r_churn + g_idx, y0 + g_idx, np.full(n_var, -1.0))
+                add_entries(r_churn + n_var + g_idx, y0 + g_idx, np.ones(n_var))
+                add_entries(r_churn + g_idx, d0 + g_idx, np.ones(n_var))
+                add_entries(r_churn + n_var + g_idx, d0 + g_idx, np.ones(n_var))
+            inv = 1.0 / sub_mu[pg, pb]
+            z0 = add_cols(PLACEMENT_WEIGHT * (a.cost[pg] / scale) * inv, np.zeros(pg.size), lam[pb], 0)
+            z_idx = z0 + np.arange(pg.size)
+            add_entries(r_bucket + pb, z_idx, np.ones(pg.size))
+            add_entries(r_cap + pg, z_idx, inv)
+            s0 = add_cols(np.full(lam.size, UNSERVED_PENALTY), np.zeros(lam.size), lam, 0)
+            add_entries(r_bucket + np.arange(lam.size), s0 + np.arange(lam.size), np.ones(lam.size))
+            share = a.lam[active] / lam[member]  # each active bucket's part of its class
+            self.slices.append((y0, (pg.astype(np.intp), pb.astype(np.intp)), z0, active, member, share,
+                                lam.size))
+            self.blocks.append((first_col, n_cols, first_y, first_y + n_var))
+            self.shapes.append(a.mu.shape)
+        r_all, c_all, v_all = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        order = np.argsort(c_all, kind="stable")
+        self.n_cols, self.n_rows = n_cols, n_rows
+        self.col_cost = np.concatenate(cost)
+        self.col_lower = np.concatenate(lower)
+        self.col_upper = np.concatenate(upper)
+        self.integrality = np.concatenate(integral)
+        self.row_lower = np.concatenate(row_lo)
+        self.row_upper = np.concatenate([np.atleast_1d(x) for x in row_hi])
+        # The churn rows' upper bounds were appended as one block per model; lengths must still agree.
+        assert self.row_lower.size == n_rows == self.row_upper.size
+        self.a_index = r_all[order]
+        self.a_value = v_all[order]
+        self.a_start = np.searchsorted(c_all[order], np.arange(n_cols + 1)).astype(np.int32)
+        self.integer = request.integer
+        self.y_cols = np.concatenate(y_cols)
+        self.d_cols = np.concatenate(d_cols) if d_cols else None
+        self.prev = np.concatenate(prevs) if prevs else None
+        self.has_pools = bool(pool_names)
+        self.nodes = 0  # LPs solved by the last branch and bound
+
+    def _pass(self, solver: highs._Highs, integer: bool) -> str | None:
+        solver.clearModel()
+        status = solver.passModel(
+            self.n_cols, self.n_rows, int(self.a_index.size), int(highs.MatrixFormat.kColwise),
+            int(highs.ObjSense.kMinimize), 0.0, self.col_cost, self.col_lower, self.col_upper,
+            self.row_lower, self.row_upper, self.a_start, self.a_index, self.a_value,
+            self.integrality if integer else np.zeros(self.n_cols, dtype=np.int32),
+        )
+        return None if status == highs.HighsStatus.kOk else f"model rejected by HiGHS ({status})"
+
+    def branch_and_bound(self, solver: highs._Highs, deadline: float, gap: float, node_limit: int
+                         ) -> FloatArray | str | None:
+        """Column values of an optimal plan (within `gap`, HiGHS's mip_rel_gap semantics), found by best-first
+        branch and bound on the replica counts over warm-started LP relaxations; None when `node_limit`
+        LPs did not settle it (the caller then asks HiGHS's MIP). Small programs close in a few dozen LPs
+        (~0.3 ms each), where the MIP solver spends 10–20 ms in presolve, cuts and heuristics."""
+        error = self._pass(solver, integer=False)
+        if error:
+            return error
+        solver.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.0))
+        n = int(self.y_cols.size)
+
+        def relax(lo: FloatArray, hi: FloatArray) -> tuple[float, FloatArray] | None:
+            self.nodes += 1
+            solver.changeColsBounds(n, self.y_cols, lo, hi)
+            solver.run()
+            status = solver.getModelStatus()
+            if status == highs.HighsModelStatus.kInfeasible:
+                return None
+            if status != highs.HighsModelStatus.kOptimal:
+                raise _HandOver(solver.modelStatusToString(status))
+            return (float(solver.getInfo().objective_function_value),
+                    np.asarray(solver.getSolution().col_value, dtype=np.float64))
+
+        try:
+            return self._search(relax, deadline, gap, node_limit)
+        except _HandOver:
+            return None  # an LP the search could not read (HiGHS said neither optimal nor infeasible)
+
+    def _search(self, relax: Callable[[FloatArray, FloatArray], tuple[float, FloatArray] | None],
+                deadline: float, gap: float, node_limit: int) -> FloatArray | str | None:
+        best_obj: float = math.inf
+        best: FloatArray | None = None
+
+        def beats(bound: float) -> bool:
+            return best is None or bound < best_obj - max(gap * abs(best_obj), 1e-9)
+
+        lo0, hi0 = self.col_lower[self.y_cols].copy(), self.col_upper[self.y_cols].copy()
+        root = relax(lo0, hi0)
+        if root is None:
+            return "no plan: the relaxation is infeasible"
+        # Best-first: the open node with the lowest bound next, so optimality is proved in the fewest LPs.
+        heap: list[tuple[float, int, FloatArray, FloatArray, FloatArray]] = [(root[0], 0, lo0, hi0, root[1])]
+        tie = 1
+        while heap:
+            bound, _, lo, hi, cols = heapq.heappop(heap)
+            if not beats(bound):
+                break  # no open node can beat the incumbent by more than the gap
+            if self.nodes >= node_limit:
+                return None
+            if time.perf_counter() > deadline:
+                return "solver status time limit reached"
+            y = cols[self.y_cols]
+            frac = np.abs(y - np.rint(y))
+            if frac.max() <= 1e-6:
+                best_obj, best = bound, cols
+                continue
+            # Rounding every count up keeps this node's load split feasible (more capacity, same load) unless
+            # a bound or a pool forbids it: an incumbent without an LP, so the search prunes early.
+            up_all = np.ceil(y - 1e-6)
+            if not self.has_pools and np.all(up_all <= hi):
+                rounded_cols = cols.copy()
+                rounded_cols[self.y_cols] = up_all
+                if self.d_cols is not None and self.prev is not None:
+                    rounded_cols[self.d_cols] = np.abs(up_all - self.prev)
+                rounded_obj = float(self.col_cost @ rounded_cols)
+                if rounded_obj < best_obj:
+                    best_obj, best = rounded_obj, rounded_cols
+            elif best is None:
+                rounded = relax(np.minimum(up_all, hi), np.minimum(up_all, hi))
+                if rounded is not None:
+                    best_obj, best = rounded
+            j = int(np.argmax(frac))
+            down_hi, up_lo = hi.copy(), lo.copy()
+            down_hi[j] = math.floor(y[j])
+            up_lo[j] = math.floor(y[j]) + 1
+            for child_lo, child_hi in ((lo, down_hi), (up_lo, hi)):
+                child = relax(child_lo, child_hi)
+                if child is not None and beats(child[0]):
+                    heapq.heappush(heap, (child[0], tie, child_lo, child_hi, child[1]))
+                    tie += 1
+        return best if best is not None else "no integer plan found"
+
+    def branch_and_bound_blocks(self, solver: highs._Highs, deadline: float, gap: float, node_limit: int
+                                ) -> list[FloatArray | None] | str:
+        """The same best-first search for every model of a batch of independent single-model programs (no
+        capped pool), all in one LP: each round sets the bounds of one open node per model and solves the LP
+        once, warm-started, which costs a few ms for hundreds of models where an LP each costs ~0.2 ms per
+        model. Blocks share no row, so the LP's optimum is every block's own optimum under its bounds. Per
+        model: its optimal columns (full length, zero outside the model), or None when `node_limit` LPs
+        did not settle it (the caller then plans that model alone)."""
+        error = self._pass(solver, integer=False)
+        if error:
+            return error
+        solver.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.0))
+        n_y = int(self.y_cols.size)
+        lo_all, hi_all = self.col_lower[self.y_cols].copy(), self.col_upper[self.y_cols].copy()
+
+        def solve_round(lo: FloatArray, hi: FloatArray) -> FloatArray:
+            solver.changeColsBounds(n_y, self.y_cols, lo, hi)
+            solver.run()
+            status = solver.getModelStatus()
+            if status != highs.HighsModelStatus.kOptimal:  # every node is feasible (slack s), so this is HiGHS
+                raise _HandOver(solver.modelStatusToString(status))
+            return np.asarray(solver.getSolution().col_value, dtype=np.float64)
+
+        n_blocks = len(self.blocks)
+        best_obj = [math.inf] * n_blocks
+        best: list[FloatArray | None] = [None] * n_blocks
+        heaps: list[list[tuple[float, int, FloatArray, FloatArray, FloatArray]]] = [[] for _ in range(n_blocks)]
+        pending: list[list[tuple[FloatArray, FloatArray]]] = [[] for _ in range(n_blocks)]
+        lps = [0] * n_blocks
+        open_blocks = set(range(n_blocks))
+        tie = 0
+
+        def beats(k: int, bound: float) -> bool:
+            return best[k] is None or bound < best_obj[k] - max(gap * abs(best_obj[k]), 1e-9)
+
+        try:
+            cols = solve_round(lo_all, hi_all)
+        except _HandOver:
+            return [None] * n_blocks
+        for k, (c0, c1, ya, yb) in enumerate(self.blocks):
+            lps[k] = 1
+            heaps[k].append((float(self.col_cost[c0:c1] @ cols[c0:c1]), 0, lo_all[ya:yb].copy(),
+                             hi_all[ya:yb].copy(), cols[c0:c1].copy()))
+        while open_blocks:
+            if time.perf_counter() > deadline:
+                return "solver status time limit reached"
+            # Advance every open block to its next LP to evaluate: pop nodes, take incumbents, branch.
+            for k in list(open_blocks):
+                c0, c1, ya, yb = self.blocks[k]
+                while not pending[k]:
+                    if not heaps[k] or not beats(k, heaps[k][0][0]):
+                        open_blocks.discard(k)  # no open node can beat the incumbent by more than the gap
+                        break
+                    if lps[k] >= node_limit:
+                        open_blocks.discard(k)
+                        best[k] = None
+                        best_obj[k] = -math.inf  # marks "unsettled": planned alone by the caller
+                        break
+                    bound, _, lo, hi, sub = heapq.heappop(heaps[k])
+                    y = sub[self.y_cols[ya:yb] - c0]
+                    frac = np.abs(y - np.rint(y))
+                    if frac.max() <= 1e-6:
+                        best_obj[k], best[k] = bound, sub
+                        continue
+                    up_all = np.ceil(y - 1e-6)
+                    if np.all(up_all <= hi):  # rounded up: feasible, no LP needed (see _search)
+                        rounded = sub.copy()
+                        rounded[self.y_cols[ya:yb] - c0] = up_all
+                        if self.d_cols is not None and self.prev is not None:
+                            rounded[self.d_cols[ya:yb] - c0] = np.abs(up_all - self.prev[ya:yb])
+                        obj = float(self.col_cost[c0:c1] @ rounded)
+                        if obj < best_obj[k]:
+                            best_obj[k], best[k] = obj, rounded
+                    j = int(np.argmax(frac))
+                    down_hi, up_lo = hi.copy(), lo.copy()
+                    down_hi[j] = math.floor(y[j])
+                    up_lo[j] = math.floor(y[j]) + 1
+                    pending[k] += [(lo, down_hi), (up_lo, hi)]
+            batch = [k for k in open_blocks if pending[k]]
+            if not batch:
+                break
+            lo_r, hi_r = lo_all.copy(), hi_all.copy()
+            chosen = {}
+            for k in batch:
+                _, _, ya, yb = self.blocks[k]
+                chosen[k] = pending[k].pop()
+                lo_r[ya:yb], hi_r[ya:yb] = chosen[k]
+            try:
+                cols = solve_round(lo_r, hi_r)
+            except _HandOver:
+                for k in batch:
+                    open_blocks.discard(k)
+                    best[k], best_obj[k] = None, -math.inf
+                continue
+            for k in batch:
+                c0, c1, _, _ = self.blocks[k]
+                lps[k] += 1
+                obj = float(self.col_cost[c0:c1] @ cols[c0:c1])
+                if beats(k, obj):
+                    tie += 1
+                    heapq.heappush(heaps[k], (obj, tie, chosen[k][0], chosen[k][1], cols[c0:c1].copy()))
+        out: list[FloatArray | None] = []
+        for k, (c0, c1, _, _) in enumerate(self.blocks):
+            found = best[k]
+            if found is None:
+                out.append(None)
+                continue
+            full = np.zeros(self.n_cols)
+            full[c0:c1] = found
+            out.append(full)
+        return out
+
+    def solve(self, solver: highs._Highs, time_limit_s: float, mip_gap: float) -> FloatArray | str:
+        """Column values, or why there are none."""
+        error = self._pass(solver, self.integer)
+        if error:
+            return error
+        solver.setOptionValue("time_limit", max(time_limit_s, 0.0))
+        solver.setOptionValue("mip_rel_gap", mip_gap)
+        if time_limit_s <= 0:
+            return "solver status time limit (no time left)"
+        solver.run()
+        model_status = solver.getModelStatus()
+        if model_status != highs.HighsModelStatus.kOptimal:
+            return f"solver status {solver.modelStatusToString(model_status)}"
+        return np.asarray(solver.getSolution().col_value, dtype=np.float64)
+
+    def read(self, k: int, cols: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Model k's replicas (V,) and load split (V, B) from the column values."""
+        y0, (pg, pc), z0, active, member, share, n_classes = self.slices[k]
+        n_var, n_buckets = self.shapes[k]
+        per_class = np.zeros((n_var, n_classes))
+        per_class[pg, pc] = cols[z0:z0 + pg.size]
+        z = np.zeros((n_var, n_buckets))
+        z[:, active] = per_class[:, member] * share
+        return cols[y0:y0 + n_var], z
+
+
+def _servable_demand(a: ModelArrays) -> bool:
+    return bool(((a.lam > 0) & (a.mu > 0).any(axis=0)).any())
+
+
+def _quiet_solver() -> highs._Highs:
+    # The core object, not highspy.Highs: the wrapper's constructor registers callbacks, and that logs HiGHS's
+    # banner to stdout before any option could switch it off (`gpumix solve --json` must print JSON only).
+    solver = highs._Highs()
+    solver.setOptionValue("output_flag", False)
+    solver.setOptionValue("log_to_console", False)
+    return solver
 
 
 class Planner:
-    """Keeps one compiled problem per shape, so each model's cycle only re-solves."""
+    """Plans a request component by component; keeps one quiet HiGHS instance for all of them."""
 
     def __init__(self) -> None:
-        self._compiled: dict[tuple[tuple[tuple[int, int], ...], int, bool], _Compiled] = {}
+        self._solver: highs._Highs | None = None
+        self.programs_solved = 0  # how many components needed HiGHS (the rest were read off the bounds)
 
     def plan(self, request: PlanRequest) -> Plan:
         validate(request)
         started = time.perf_counter()
         arrays = [model_arrays(mp, request.utilization) for mp in request.models]
-        pools = _pool_matrix(request, arrays)
-        try:
-            outcome = self._solve(request, arrays, pools)
-        except cp.error.SolverError as exc:
-            outcome = f"solver error: {exc}"
+        outcome = self._solve(request, arrays, started)
         if isinstance(outcome, str):
-            from optimizer.fallback import greedy  # fallback builds on this module's types
-
-            plan = greedy(request)
-            return Plan(plan.models, f"fallback: {outcome}", "greedy", (time.perf_counter() - started) * 1e3)
-        values = outcome
+            models = _greedy_models(request, arrays)
+            return Plan(models, f"fallback: {outcome}", "greedy", (time.perf_counter() - started) * 1e3)
         models = {
             mp.demand.model: _model_plan(mp, arr, y, z)
-            for mp, arr, (y, z) in zip(request.models, arrays, values, strict=True)
+            for mp, arr, (y, z) in zip(request.models, arrays, outcome, strict=True)
         }
         return Plan(models, "optimal", "highs", (time.perf_counter() - started) * 1e3)
 
-    def _solve(
-        self,
-        request: PlanRequest,
-        arrays: Sequence[ModelArrays],
-        pools: tuple[FloatArray, FloatArray] | None,
-    ) -> list[tuple[FloatArray, FloatArray]] | str:
+    def _solve(self, request: PlanRequest, arrays: Sequence[ModelArrays], started: float
+               ) -> list[tuple[FloatArray, FloatArray]] | str:
         """The solution per model, or why there is none."""
-        shapes = tuple((len(a.names), a.lam.size) for a in arrays)
-        n_pools = 0 if pools is None else pools[0].shape[0]
-        key = (shapes, n_pools, request.integer)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            compiled = self._compiled[key] = _Compiled(shapes, n_pools, request.integer)
-        scale = max(float(max(a.cost.max() for a in arrays)), 1e-9)
-        compiled.u.value = request.utilization
-        for a, p in zip(arrays, compiled.params, strict=True):
-            servable = a.mu > 0
-            p["lam"].value = a.lam
-            p["inv_mu"].value = a.inv_mu
-            p["zcap"].value = np.where(servable, a.lam[None, :], 0.0)
-            p["cost"].value = a.cost / scale
-            p["churn"].value = request.churn * a.cost / scale
-            p["prev"].value = a.prev
-            p["lo"].value = a.lo
-            p["hi"].value = a.hi
-            p["penalty"].value = np.full(a.lam.size, UNSERVED_PENALTY)
-            p["placement"].value = PLACEMENT_WEIGHT * (a.cost / scale)[:, None] * a.inv_mu
-        if pools is not None:
-            assert compiled.pool_gpus is not None and compiled.pool_cap is not None
-            compiled.pool_gpus.value, compiled.pool_cap.value = pools
-        with warnings.catch_warnings():  # a time-out warns; the status below says it and the fallback runs
-            warnings.simplefilter("ignore", UserWarning)
-            compiled.problem.solve(
-                solver=cp.HIGHS,
-                time_limit=request.time_limit_s,
-                mip_rel_gap=request.mip_gap,
-            )
-        if compiled.problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            return f"solver status {compiled.problem.status}"
-        out = []
-        for y, z in zip(compiled.y, compiled.z, strict=True):
-            out.append((np.asarray(y.value, dtype=np.float64), np.asarray(z.value, dtype=np.float64)))
-        return out
+        out: list[tuple[FloatArray, FloatArray] | None] = [None] * len(arrays)
+        deadline = started + request.time_limit_s
+        groups = []
+        for group in components(arrays, request.pools):
+            if not any(_servable_demand(arrays[k]) for k in group):  # nothing to carry: the bounds are the plan
+                for k in group:
+                    out[k] = (arrays[k].lo.copy(), np.zeros(arrays[k].mu.shape))
+            else:
+                groups.append(group)
+        if groups and self._solver is None:
+            self._solver = _quiet_solver()
+        assert self._solver is None or isinstance(self._solver, highs._Highs)
+        alone = [k for g in groups if len(g) == 1 for k in g if not set(arrays[k].pools) & set(request.pools)]
+        for first in range(0, len(alone), BATCH_MAX) if request.integer and len(alone) >= BATCH_MIN else ():
+            chunk = alone[first:first + BATCH_MAX]
+            assert self._solver is not None
+            batch = _Program([arrays[k] for k in chunk], {}, request, per_model_scale=True)
+            result = batch.branch_and_bound_blocks(self._solver, deadline, request.mip_gap, NODE_LIMIT)
+            if isinstance(result, str):
+                return result
+            for i, (k, found) in enumerate(zip(chunk, result, strict=True)):
+                if found is not None:
+                    out[k] = batch.read(i, found)
+                    self.programs_solved += 1
+            settled = {k for k in alone if out[k] is not None}
+            groups = [g for g in groups if not (len(g) == 1 and g[0] in settled)]
+        for group in groups:
+            members = [arrays[k] for k in group]
+            assert self._solver is not None
+            program = _Program(members, request.pools, request)
+            cols = None
+            if request.integer:
+                cols = program.branch_and_bound(self._solver, deadline, request.mip_gap, NODE_LIMIT)
+            if cols is None:
+                cols = program.solve(self._solver, deadline - time.perf_counter(), request.mip_gap)
+            if isinstance(cols, str):
+                return cols
+            self.programs_solved += 1
+            for i, k in enumerate(group):
+                out[k] = program.read(i, cols)
+        solved = [x for x in out if x is not None]
+        assert len(solved) == len(arrays)
+        return solved
 
 
-def _pool_matrix(request: PlanRequest, arrays: Sequence[ModelArrays]) -> tuple[FloatArray, FloatArray] | None:
-    """Rows: pools with a capacity; columns: every variant of every model in order; entries: GPUs per
-    replica. A pool never gets less than its variants' lower bounds need: replicas the HPA holds or that
-    min_replicas demands exist whatever the plan says, so the bound, not the pool, wins."""
-    if not request.pools:
-        return None
-    variants = [v for mp in request.models for v in mp.variants]
-    names = sorted(request.pools)
-    gpus = np.zeros((len(names), len(variants)))
-    for col, v in enumerate(variants):
-        if v.pool_name in request.pools:
-            gpus[names.index(v.pool_name), col] = v.profile.gpus_per_replica
-    lo = np.concatenate([a.lo for a in arrays])
-    cap = np.array([max(request.pools[n], float(gpus[r] @ lo)) for r, n in enumerate(names)])
-    return gpus, cap
+def greedy_plan(request: PlanRequest) -> Plan:
+    """The fallback's plan for a whole request (what `Planner.plan` returns when HiGHS cannot answer)."""
+    validate(request)
+    arrays = [model_arrays(mp, request.utilization) for mp in request.models]
+    return Plan(_greedy_models(request, arrays), "greedy", "greedy", 0.0)
+
+
+def _greedy_models(request: PlanRequest, arrays: Sequence[ModelArrays]) -> dict[str, ModelPlan]:
+    split = greedy(arrays, request.pools, request.utilization)
+    return {mp.demand.model: make_model_plan(mp, arr, r, z)
+            for mp, arr, (r, z) in zip(request.models, arrays, split, strict=True)}
 
 
 def _model_plan(mp: ModelProblem, arr: ModelArrays, y: FloatArray, z: FloatArray) -> ModelPlan:
-    replicas = np.clip(np.rint(y), arr.lo, arr.hi).astype(int)
+    replicas = np.clip(np.rint(y), arr.lo, arr.hi).astype(np.int64)
     return make_model_plan(mp, arr, replicas, np.where(arr.mu > 0, np.clip(z, 0.0, None), 0.0))
 
 
-def make_model_plan(mp: ModelProblem, arr: ModelArrays, replicas: Sequence[int] | np.ndarray,
+def make_model_plan(mp: ModelProblem, arr: ModelArrays, replicas: Sequence[int] | IntArray,
                     load: FloatArray) -> ModelPlan:
-    """The plan of one model from its replica counts and load split (V, B)."""
+    """The plan of one model from its replica counts and load split (V, B) on the planning grid; loads are
+    reported on the demand's own grid (a coarsened bucket's load sits at its tick)."""
     busy = arr.busy(load)
     names = arr.names
+    grid = mp.demand.grid
+    plan_grid = planning_grid(grid)
+    if plan_grid == grid:
+        per_variant = {n: load[k].reshape(grid.shape) for k, n in enumerate(names)}
+    else:
+        rows = np.searchsorted(np.asarray(grid.outputs), np.asarray(plan_grid.outputs))
+        cols = np.searchsorted(np.asarray(grid.inputs), np.asarray(plan_grid.inputs))
+        per_variant = {}
+        for k, n in enumerate(names):
+            full = np.zeros(grid.shape)
+            full[np.ix_(rows, cols)] = load[k].reshape(plan_grid.shape)
+            per_variant[n] = full
     return ModelPlan(
         model=mp.demand.model,
         replicas={n: int(r) for n, r in zip(names, replicas, strict=True)},
-        load={n: load[k].reshape(mp.demand.grid.shape) for k, n in enumerate(names)},
+        load=per_variant,
         busy={n: float(busy[k]) for k, n in enumerate(names)},
         cost_per_hour=float(sum(int(r) * v.profile.cost_per_hour for r, v in zip(replicas, mp.variants, strict=True))),
         demand_rps=float(arr.lam.sum()),

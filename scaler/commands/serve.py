@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -39,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=dest, type=kind, default=None, help=shown)
     parser.add_argument("--kubernetes", action="store_true", default=None,
                         help="read Deployments, ScaledObjects and Nodes from the Kubernetes API")
+    parser.add_argument("--ha", choices=("off", "redis", "kubernetes"), default=os.environ.get("GPUMIX_HA", "off"),
+                        help="leader election between replicas: a Redis lock, or a Kubernetes Lease "
+                             "(only the leader plans; every replica answers from Redis). Needs --redis. "
+                             "Default: $GPUMIX_HA or off")
+    parser.add_argument("--ha-lease", default=os.environ.get("GPUMIX_HA_LEASE", "15"),
+                        metavar="SECONDS", help="lease duration: a dead leader is replaced within this plus one "
+                                                "interval (default $GPUMIX_HA_LEASE or 15)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,8 +58,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"gpumix serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(config.log_level)
+    if args.ha not in ("off", "redis", "kubernetes"):
+        print(f"gpumix serve: GPUMIX_HA: must be off, redis or kubernetes, got {args.ha!r}", file=sys.stderr)
+        return 2
     try:
-        return asyncio.run(serve(config))
+        args.ha_lease = float(args.ha_lease)
+    except ValueError:
+        print(f"gpumix serve: --ha-lease / GPUMIX_HA_LEASE: must be a number of seconds, got {args.ha_lease!r}",
+              file=sys.stderr)
+        return 2
+    if args.ha != "off" and not config.redis:
+        print("gpumix serve: --ha needs --redis (followers answer from the state the leader publishes there)",
+              file=sys.stderr)
+        return 2
+    if not args.ha_lease > 0:
+        print(f"gpumix serve: --ha-lease must be > 0 seconds, got {args.ha_lease}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(config, ha=args.ha, ha_lease_s=args.ha_lease))
     except StartError as exc:
         print(f"gpumix serve: {exc}", file=sys.stderr)
         return 2
@@ -88,7 +112,29 @@ def _listen_error(what: str, host: str, port: int, exc: BaseException) -> StartE
     return StartError(f"{what} port {host}:{port}: {problem}" + (_IN_USE_HINT if "in use" in problem else ""))
 
 
-async def serve(config: Config, started: asyncio.Event | None = None) -> int:
+def _high_availability(config: Config, ha: str, lease_s: float, redis_client: Any, controller: Any,
+                       kube_source: Any) -> Any:
+    from scaler import leader
+
+    elector: leader.Leadership
+    if ha == "kubernetes":
+        from scaler.kube import KubeInventory
+
+        api_client = kube_source.api_client if kube_source is not None else KubeInventory._client(config)
+        elector = leader.KubeLeaseLeadership(leader.KubernetesLeaseApi(api_client),
+                                             leader.lease_namespace(config), lease_s=lease_s)
+    else:
+        elector = leader.RedisLeadership(redis_client, lease_s=lease_s)
+    follower = leader.Follower(controller.inventory, controller.observer, controller.profiles, redis_client,
+                               controller.table)
+    controller.state = leader.FencedStateStore(redis_client, elector)
+    logs.get("gpumix.serve").info("high_availability", elector=ha, identity=elector.identity, lease_s=lease_s)
+    return leader.HighAvailability(config, elector, controller, follower,
+                                   lambda: leader.FencedStateStore(redis_client, elector))
+
+
+async def serve(config: Config, started: asyncio.Event | None = None, ha: str = "off",
+                ha_lease_s: float = 15.0) -> int:
     from scaler import adapter, keda
     from scaler.inventory import InventoryError, load_inventory
     from scaler.loop import Controller, InventorySource, StaticInventory
@@ -148,8 +194,13 @@ async def serve(config: Config, started: asyncio.Event | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         if started is not None:
             started.set()
+        runner = None
+        if ha != "off":
+            assert redis_client is not None
+            runner = _high_availability(config, ha, ha_lease_s, redis_client, controller,
+                                        kube_source if config.kubernetes else None)
         try:
-            await controller.run(stop)
+            await (controller.run(stop) if runner is None else runner.run(stop))
         finally:
             log.info("stopping")
             for sig in (signal.SIGTERM, signal.SIGINT):

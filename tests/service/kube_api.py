@@ -90,6 +90,9 @@ class FakeApiServer:
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 api.requests.append(self.path)
+                if url.path.startswith(LEASES):  # Lease section (HA), see the end of this file
+                    self._json(*lease_request(api, "GET", url.path, None))
+                    return
                 resource = PATHS.get(url.path)
                 if resource is None:
                     self._json(404, {"kind": "Status", "code": 404, "message": f"no route {url.path}"})
@@ -154,6 +157,23 @@ class FakeApiServer:
             def log_message(self, *args: object) -> None:
                 pass
 
+            # -- Lease section (HA): writes exist only for Leases
+            def _lease_write(self, method: str) -> None:
+                api.requests.append(f"{method} {self.path}")
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except json.JSONDecodeError:
+                    self._json(400, _status(400, "BadRequest", "body is not JSON"))
+                    return
+                self._json(*lease_request(api, method, urlparse(self.path).path, body))
+
+            def do_POST(self) -> None:
+                self._lease_write("POST")
+
+            def do_PUT(self) -> None:
+                self._lease_write("PUT")
+
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True, name="fake-kube-api").start()
@@ -164,3 +184,66 @@ class FakeApiServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Lease section (added for leader election, issue 14; additive: the list/watch stand-in above is unchanged
+# but for the route hook in do_GET and the write handlers). coordination.k8s.io/v1 Leases with the API
+# server's optimistic concurrency, as apiserver's generic registry store does it
+# (staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go, Store.Create and Store.Update):
+# - GET of a missing Lease: 404 NotFound;
+# - POST of a Lease that exists: 409 AlreadyExists;
+# - PUT carrying a metadata.resourceVersion other than the stored one: 409 Conflict ("the object has been
+#   modified"); a PUT with no resourceVersion on an existing object is rejected too (Leases are not
+#   unconditionally updatable: pkg/registry/coordination/lease/strategy.go, leaseStrategy.AllowUnconditionalUpdate
+#   returns false);
+# - every successful write gets a new resourceVersion from the server's single counter.
+
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/"
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason,
+            "message": message}
+
+
+def lease_request(api: FakeApiServer, method: str, path: str, body: dict[str, Any] | None
+                  ) -> tuple[int, dict[str, Any]]:
+    parts = path[len(LEASES):].strip("/").split("/")  # <ns>/leases[/<name>]
+    if len(parts) < 2 or parts[1] != "leases":
+        return 404, _status(404, "NotFound", f"no route {path}")
+    namespace, name = parts[0], parts[2] if len(parts) > 2 else None
+    leases: dict[tuple[str, str], dict[str, Any]] = api.__dict__.setdefault("leases", {})
+    with api.lock:
+        if method == "GET":
+            if name is None:
+                items = [copy.deepcopy(o) for (ns, _), o in leases.items() if ns == namespace]
+                return 200, {"kind": "LeaseList", "apiVersion": "coordination.k8s.io/v1",
+                             "metadata": {"resourceVersion": str(api.version)}, "items": items}
+            if (namespace, name) not in leases:
+                return 404, _status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
+            return 200, copy.deepcopy(leases[(namespace, name)])
+        assert body is not None
+        meta = body.setdefault("metadata", {})
+        target = name or meta.get("name")
+        if not target:
+            return 422, _status(422, "Invalid", "metadata.name: Required value")
+        stored = leases.get((namespace, target))
+        if method == "POST":
+            if stored is not None:
+                return 409, _status(409, "AlreadyExists", f'leases.coordination.k8s.io "{target}" already exists')
+        elif method == "PUT":
+            if stored is None:
+                return 404, _status(404, "NotFound", f'leases.coordination.k8s.io "{target}" not found')
+            if meta.get("resourceVersion") != stored["metadata"]["resourceVersion"]:
+                return 409, _status(409, "Conflict", f'Operation cannot be fulfilled on leases.coordination.k8s.io '
+                                                     f'"{target}": the object has been modified; please apply your '
+                                                     "changes to the latest version and try again")
+        else:
+            return 405, _status(405, "MethodNotAllowed", method)
+        api.version += 1
+        obj = copy.deepcopy(body)
+        obj["apiVersion"], obj["kind"] = "coordination.k8s.io/v1", "Lease"
+        obj["metadata"].update(name=target, namespace=namespace, resourceVersion=str(api.version))
+        leases[(namespace, target)] = obj
+        return (201 if method == "POST" else 200), copy.deepcopy(obj)
