@@ -237,7 +237,7 @@ def size_order(p: Prediction) -> tuple[float, float, str]:
     return (p.cost_per_hour, p.memory_gb, p.accelerator)
 
 
-def recommend(predictions: Sequence[Prediction]) -> Prediction:
+def right_size(predictions: Sequence[Prediction]) -> Prediction:
     """The smallest candidate meeting the SLO at the load; if none does, the one sustaining the largest
     batch within the SLO (then the most throughput), i.e. the largest that can be had."""
     fitting = [p for p in predictions if p.fits]

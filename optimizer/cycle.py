@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from optimizer.decide import ModelState, Settings, VariantState, decide
+from optimizer.defaults import DEFAULT_SCALE_DOWN_WINDOW_S, KEDA_DEFAULT_MAX_REPLICAS
 from optimizer.demand import Demand, zero_demand
 from optimizer.estimate import Estimate, LengthFacts, estimate_demand
 from optimizer.forecast import peak_hold
@@ -82,10 +83,10 @@ class VariantInput:
     id: VariantId
     profile: Profile | None  # None: no usable profile (never scaled by gpumix)
     min_replicas: int = 0
-    max_replicas: int = 100
+    max_replicas: int = KEDA_DEFAULT_MAX_REPLICAS
     current_replicas: int | None = None  # pods that exist (starting included); None: unknown
     ready_replicas: int | None = None  # pods that serve; None: unknown
-    scale_down_window_s: float = 300.0
+    scale_down_window_s: float = DEFAULT_SCALE_DOWN_WINDOW_S
     pool: str | None = None
     gpus_per_replica: int | None = None
 

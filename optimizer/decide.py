@@ -25,6 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from optimizer.defaults import DEFAULT_SCALE_DOWN_WINDOW_S
 from optimizer.demand import Demand
 from optimizer.profile import Profile, common_grid
 from optimizer.program import (
@@ -50,7 +51,7 @@ class VariantState:
     min_replicas: int = 0
     max_replicas: int = DEFAULT_MAX_REPLICAS
     current_replicas: int | None = None
-    scale_down_window_s: float = 300.0
+    scale_down_window_s: float = DEFAULT_SCALE_DOWN_WINDOW_S
     pool: str | None = None
     gpus_per_replica: int | None = None  # overrides the profile's when the inventory knows better
 

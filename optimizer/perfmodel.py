@@ -348,7 +348,7 @@ class Fit:
     meets_slo: bool
 
 
-def recommend(
+def right_size(
     model: str | ModelSpec,
     concurrency: int,
     tpot_slo: float,

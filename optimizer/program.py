@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 from highspy import _core as highs
 
+from optimizer.defaults import KEDA_DEFAULT_MAX_REPLICAS
 from optimizer.demand import Demand
 from optimizer.fallback import IntArray, ModelArrays, greedy
 from optimizer.profile import MAX_TICKS, FloatArray, Grid, Profile, coarsen, resample
@@ -70,7 +71,7 @@ UNSERVED_PENALTY = 1e4
 PLACEMENT_WEIGHT = 1e-3
 # Ceiling on replicas per variant when no maximum is given and demand is huge: keeps the integer
 # program bounded (AIBrix's missing bound gave 5e8 replicas for an unservable bucket).
-DEFAULT_MAX_REPLICAS = 1000
+DEFAULT_MAX_REPLICAS = KEDA_DEFAULT_MAX_REPLICAS  # a variant with no limit given: KEDA's maxReplicaCount default
 
 
 class PlanError(ValueError):

@@ -15,7 +15,7 @@ COMMANDS: dict[str, str] = {
     "replay": "replay a request trace through the simulator under one or more policies",
     "benchmark": "measure an OpenAI-compatible endpoint over a grid of lengths and rates",
     "profile": "turn benchmark rows into a profile under an SLO",
-    "recommend": "right-size one server onto a GPU or MIG slice (AutoFit)",
+    "rightsize": "right-size one server onto a GPU or MIG slice (AutoFit)",
     "webhook": "right-size LLM server pods as they are created (AutoFit as a mutating admission webhook)",
     "render": "write ScaledObjects for a model's variants",
     "lint": "check ScaledObjects, HPAs and Deployments against what gpumix needs",

@@ -15,7 +15,7 @@ What a pod asks for (opt-in: without `gpumix.io/model` a pod is admitted as it c
     gpumix.io/output-tokens  mean output tokens (default 512) } input + output/2 = 1024, recommend's default
     gpumix.io/container      which container to right-size, when more than one asks for a GPU
 
-The pick is AutoFit's (optimizer.autofit.recommend): the smallest offered accelerator meeting the TPOT SLO at
+The pick is AutoFit's (optimizer.autofit.right_size): the smallest offered accelerator meeting the TPOT SLO at
 the load, else the largest. The patch replaces the container's GPU resource (nvidia.com/gpu or
 nvidia.com/mig-*) in limits and, when present, requests, adds a node selector where the resource name alone
 does not pin the accelerator, and records the pick in the annotation `gpumix.io/recommended-accelerator`.
@@ -43,10 +43,10 @@ from optimizer.autofit import (
     Prediction,
     Predictor,
     Scale,
-    recommend,
+    right_size,
 )
 from optimizer.perfmodel import CATALOG, Accelerator, ModelSpec, PerfModelError, accelerator
-from scaler.commands.recommend import parse_model as parse_model_spec
+from scaler.commands.rightsize import parse_model as parse_model_spec
 
 PREFIX = "gpumix.io/"
 MODEL = PREFIX + "model"
@@ -596,7 +596,7 @@ def decide(pod: Mapping[str, Any], offers: Sequence[Offer], measured: MeasuredSc
         msg = "the pod's nodeSelector excludes every offered accelerator"
         return Decision(Outcome.NO_FIT, msg, warnings=(f"gpumix: {msg}; admitted unchanged",), **common)
     try:
-        pick = recommend([p for _, p, _, _ in scored])
+        pick = right_size([p for _, p, _, _ in scored])
     except AutoFitError:
         names = ", ".join(sorted({o.accelerator for o, _, _, _ in scored}))
         msg = f"{intent.spec.name} fits in the memory of none of {names}"

@@ -73,9 +73,11 @@ MUTATIONS = (
     Mutation("trigger target floor (HPA milli-units)", "scaler/answer.py",
              "MIN_TARGET <= target <= MAX_TARGET", "0 < target <= MAX_TARGET"),
     Mutation("unknown trigger keys refused", "scaler/answer.py", "    if unknown:\n", "    if False:\n"),
+    Mutation("push streams end with OK on shutdown", "scaler/keda.py",
+             "        self.scaler.stopping.set()", "        pass", ("tests/service/test_stream_shutdown.py",)),
     Mutation("HPA dead band", "optimizer/hpa.py",
-             "    if current > 0 and 1.0 - tolerance <= value / (target * current) <= 1.0 + tolerance:",
-             "    if False:"),
+             "    return 1.0 - tolerance_down <= ratio <= 1.0 + tolerance_up", "    return False",
+             (*FAST, "tests/emulator")),
 )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from optimizer.defaults import DEFAULT_SCALE_DOWN_WINDOW_S
 from optimizer.errors import InputError
 from optimizer.perfmodel import Calibration, PerfModel, PerfModelError, accelerator, perf_model
 from optimizer.profile import SLO, Profile, ProfileError, load_profile
@@ -56,7 +57,7 @@ class VariantSpec:
     max_replicas: int = 16
     gpus: int = 1
     initial_replicas: int = 0
-    scale_down_window_s: float = 300.0
+    scale_down_window_s: float = DEFAULT_SCALE_DOWN_WINDOW_S
     profile_path: Path | None = None
 
 

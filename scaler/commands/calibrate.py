@@ -43,6 +43,7 @@ from optimizer.calibrate import (
     region_shares,
 )
 from optimizer.demand import from_histograms
+from optimizer.ids import VariantId
 from optimizer.profile import SLO, Profile
 from scaler.config import Config, ConfigError, load
 
@@ -212,10 +213,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for flag, dest, help_text in FLAGS:
         p.add_argument(flag, dest=dest, default=None, help=help_text)
     p.add_argument("--kubernetes", action="store_true", default=None, help="inventory from the Kubernetes API")
-    p.add_argument("--window", default="5m", help="observation window (default 5m)")
+    p.add_argument("--window", default="5m", help="observation window")
     p.add_argument("--warmup", type=float, default=CalibrationSettings.warmup_s,
-                   help="seconds after ready before a replica's samples count (default %(default)s)")
-    p.add_argument("--min-completions", type=float, default=CalibrationSettings.min_completions)
+                   help="seconds after ready before a replica's samples count")
+    p.add_argument("--min-completions", type=float, default=CalibrationSettings.min_completions,
+                   help="fewest completions in the window for a variant's window to count")
     p.add_argument("--write", type=Path, metavar="DIR", help="write profiles with the stored corrections applied")
     for action in ("freeze", "unfreeze", "reset"):
         p.add_argument(f"--{action}", action="append", default=[], metavar="VARIANT",
@@ -297,22 +299,27 @@ async def _set_controls(url: str, controls: Sequence[tuple[str, bool | None, boo
 
 
 async def _query_all(config: Config, window: str, at: float) -> dict[str, list[dict[str, Any]]]:
-    from scaler.prometheus import Observer
+    """The calibration queries at one time, over Prometheus' HTTP API, within the configured deadline."""
+    import aiohttp
 
-    observer = Observer(config)
-    timeout = f"{int(config.prometheus_timeout * 1000)}ms"
+    timeout = aiohttp.ClientTimeout(total=config.prometheus_timeout)
+    url = f"{(config.prometheus or '').rstrip('/')}/api/v1/query"
 
-    def one(template: str) -> list[dict[str, Any]]:
-        answer = observer.client.custom_query(render(config, template, window),
-                                              params={"time": f"{at:.3f}", "timeout": timeout})
-        return list(answer or [])
+    async def one(session: aiohttp.ClientSession, template: str) -> list[dict[str, Any]]:
+        params = {"query": render(config, template, window), "time": f"{at:.3f}"}
+        async with session.get(url, params=params) as response:
+            if response.status != 200:
+                raise RuntimeError(f"HTTP {response.status}: {(await response.text())[:200]}")
+            body = await response.json()
+        result = body.get("data", {}).get("result") if isinstance(body, dict) else None
+        if not isinstance(result, list):
+            raise RuntimeError("answer is not a result vector")
+        return result
 
-    try:
-        names = list(CALIBRATION_QUERIES)
-        answers = await asyncio.gather(*(asyncio.to_thread(one, CALIBRATION_QUERIES[n]) for n in names))
-        return dict(zip(names, answers, strict=True))
-    finally:
-        observer.close()
+    names = list(CALIBRATION_QUERIES)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        answers = await asyncio.gather(*(one(session, CALIBRATION_QUERIES[n]) for n in names))
+    return dict(zip(names, answers, strict=True))
 
 
 async def _report(config: Config, args: argparse.Namespace, settings: CalibrationSettings, window_s: float,
@@ -367,7 +374,7 @@ async def _report(config: Config, args: argparse.Namespace, settings: Calibratio
     for model in inventory.models:
         for v in model.variants:
             key = f"{v.namespace}/{v.name}"
-            status = profiles[(v.namespace, v.name)]
+            status = profiles[VariantId(v.namespace, v.name)]
             entry = state.variants.get(key)
             row: dict[str, Any] = {"variant": key, "model": f"{model.namespace}/{model.name}",
                                    "profile": status.status, "stored_factor": 1.0 if entry is None else entry.factor,
@@ -389,7 +396,7 @@ async def _report(config: Config, args: argparse.Namespace, settings: Calibratio
     models = []
     for model in inventory.models:
         key = f"{model.namespace}/{model.name}"
-        usable = [p for v in model.variants if (p := profiles[(v.namespace, v.name)].profile) is not None]
+        usable = [p for v in model.variants if (p := profiles[VariantId(v.namespace, v.name)].profile) is not None]
         observed = None
         if usable:
             pods = [pod for v in model.variants if (o := seen.get((v.namespace, v.name))) for pod in o.pods.values()]

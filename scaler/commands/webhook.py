@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8443, help="HTTPS port for /mutate (0: any free port)")
     p.add_argument("--metrics-port", type=int, default=8080, help="HTTP port for /metrics, /healthz, /readyz")
     p.add_argument("--refresh", type=float, default=60.0, help="seconds between node, profile and TLS re-reads")
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", help="debug, info, warning or error")
 
 
 # ------------------------------------------------------------------------------------------ inputs

@@ -51,7 +51,8 @@ models:
 """
 STALE_AFTER = 8.0
 ROW_S = 1.5  # how long each fault lasts: three cycles, well inside stale_after
-ENV = {"GPUMIX_LOG_FORMAT": "json", "GPUMIX_RATE_WINDOW": "5s", "GPUMIX_FAST_INTERVAL": "0.3",
+ENV = {"GPUMIX_LOG_FORMAT": "json", "GPUMIX_RATE_WINDOW": "5s", "GPUMIX_SCRAPE_INTERVAL": "1",
+       "GPUMIX_FAST_INTERVAL": "0.3",
        "GPUMIX_STALE_AFTER": str(STALE_AFTER), "GPUMIX_MAX_SAMPLE_AGE": "10", "GPUMIX_PROMETHEUS_TIMEOUT": "1"}
 WAITING_QUERY = 'sum by (namespace, model_name, variant) (vllm:num_requests_waiting)'
 
@@ -287,8 +288,6 @@ def test_prometheus_down_keeps_every_recommendation(world: World) -> None:
     _recovered(world, mark)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: rate() warm-up guard after a Prometheus restart is the lead's "
-                                       "cycle-core rule; remove this marker when it lands")
 def test_prometheus_restart_warm_up_does_not_lower_recommendations(world: World) -> None:
     s = world.service
     assert s is not None

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pytest
 import redis.asyncio as aioredis
 
+from optimizer.ids import VariantId
 from scaler.leader import (
     FENCE_KEY,
     LOCK_KEY,
@@ -111,11 +112,11 @@ def test_fenced_state_writes(redis_url: str, writers: list[tuple[str, int]], kep
             lead = _Fixed(token)
             store = FencedStateStore(client, lead)  # type: ignore[arg-type]
             store.loaded = True
-            store.record("llm/v", replicas[who], 100.0, True, 300.0)
+            store.put(VariantId("llm", "v"), [(100.0, replicas[who])], 100.0)
             ok = await store.save()
             assert ok == (lead.token is not None)  # a refused write deposes the writer
         state = await read_published(client)
-        assert state is not None and state["llm/v"].replicas == replicas[kept]
+        assert state is not None and state[VariantId("llm", "v")].recommendation == replicas[kept]
         assert int(await client.get(FENCE_KEY)) == max(t for _, t in writers)
         await client.aclose()
 
@@ -127,7 +128,7 @@ def test_a_follower_never_writes(redis_url: str) -> None:
         client = aioredis.Redis.from_url(redis_url)
         store = FencedStateStore(client, RedisLeadership(client, "a", 5.0))
         store.loaded = True
-        store.record("llm/v", 3, 100.0, True, 300.0)
+        store.put(VariantId("llm", "v"), [(100.0, 3)], 100.0)
         assert not await store.save()
         assert await client.hgetall(STATE_KEY) == {}
         await client.aclose()

@@ -65,8 +65,8 @@ def _option_line(lines: list[str], flag: str) -> str:
     ("benchmark", "--requests", "(default: 100)"),
     ("benchmark", "--input", "(default: [128, 512])"),
     ("profile", "--gpus-per-replica", "(default: 1)"),
-    ("recommend", "--context", "(default: 1024.0)"),
-    ("recommend", "--grid-outputs", "(default: 16,32,64,128,256,512)"),
+    ("rightsize", "--context", "(default: 1024.0)"),
+    ("rightsize", "--grid-outputs", "(default: 16,32,64,128,256,512)"),
     ("serve", "--grpc-port", "(default: 9090)"),  # the built-in Config default behind a None flag
     ("serve", "--interval", "(default: 15.0)"),
     ("serve", "--log-level", "(default: info)"),
@@ -162,4 +162,5 @@ def test_replay_json_pipes_into_a_json_parser(tmp_path: Path) -> None:
 
 def test_json_commands_are_all_covered() -> None:
     with_json = {name for name, p in _parsers().items() if any("--json" in a.option_strings for a in p._actions)}
-    assert with_json == {"solve", "replay"}, "a new --json command needs its pipe test here"
+    # calibrate's JSON is read back against a real Prometheus in tests/calibration/test_command.py.
+    assert with_json == {"solve", "replay", "calibrate"}, "a new --json command needs its pipe test here"

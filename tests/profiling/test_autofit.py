@@ -16,7 +16,7 @@ from optimizer.autofit import (
     candidates,
     fit_tpot,
     observations_from_rows,
-    recommend,
+    right_size,
     synthesize_profile,
 )
 from optimizer.perfmodel import Calibration, mig_slices, perf_model
@@ -89,7 +89,7 @@ def test_recommend_smallest_meeting_slo_else_largest() -> None:
     slices = candidates([a.name for a in mig_slices("A100-80GB")])
 
     def pick(load: int, slo: float = 0.05) -> tuple[str, bool]:
-        r = recommend([pred.predict(a, load=load, tpot_slo=slo, context_tokens=1024) for a in slices])
+        r = right_size([pred.predict(a, load=load, tpot_slo=slo, context_tokens=1024) for a in slices])
         return r.accelerator, r.meets_slo
 
     small, mid, big = pick(1), pick(16), pick(64)
@@ -135,7 +135,7 @@ def test_recommend_command(tmp_path, capsys) -> None:  # type: ignore[no-untyped
     from scaler.cli import main
 
     out = tmp_path / "a40.json"
-    code = main(["recommend", "--model-params", "llama2-7b", "--load", "16", "--tpot", "0.05", "--accelerators",
+    code = main(["rightsize", "--model-params", "llama2-7b", "--load", "16", "--tpot", "0.05", "--accelerators",
                  "A100-80GB,A100-80GB/1g.20gb,A100-80GB/3g.40gb,L4", "--measured",
                  str(DATA / "aibrix" / "simulator-llama2-7b-a100.jsonl"), "--reference", "A100-80GB",
                  "--synthesize-profile", str(out), "--for", "A40", "--grid-inputs", "128,1024",
@@ -147,9 +147,9 @@ def test_recommend_command(tmp_path, capsys) -> None:  # type: ignore[no-untyped
     prof = load_profile(out)
     assert prof.synthesized and prof.accelerator == "A40" and prof.grid == Grid((128, 1024), (64, 512))
     assert prof.slo == SLO(percentile="99", tpot=0.05)
-    assert main(["recommend", "--model-params", "params=x,layers=32", "--load", "3", "--tpot", "0.05"]) == 2
+    assert main(["rightsize", "--model-params", "params=x,layers=32", "--load", "3", "--tpot", "0.05"]) == 2
     err = capsys.readouterr().err
     assert "params must be a positive number" in err and "missing hidden, kv_heads, head_dim" in err
-    assert main(["recommend", "--model-params", "llama2-7b", "--load", "3", "--tpot", "0.05", "--measured",
+    assert main(["rightsize", "--model-params", "llama2-7b", "--load", "3", "--tpot", "0.05", "--measured",
                  str(DATA / "aibrix" / "simulator-llama2-7b-a100.jsonl")]) == 2
     assert "--reference" in capsys.readouterr().err

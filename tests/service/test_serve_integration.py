@@ -93,7 +93,7 @@ class World:
     def start_service(self) -> Service:
         grpc_port, http_port = free_port(), free_port()
         log = self.tmp / f"serve-{grpc_port}.log"
-        env = {**os.environ, "GPUMIX_LOG_FORMAT": "json", "GPUMIX_RATE_WINDOW": "5s",
+        env = {**os.environ, "GPUMIX_LOG_FORMAT": "json", "GPUMIX_RATE_WINDOW": "5s", "GPUMIX_SCRAPE_INTERVAL": "1",
                "GPUMIX_FAST_INTERVAL": "0.3", "GPUMIX_STALE_AFTER": str(STALE_AFTER),
                "GPUMIX_MAX_SAMPLE_AGE": "10", "GPUMIX_PROMETHEUS_TIMEOUT": "1"}
         proc = subprocess.Popen(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from optimizer.perfmodel import CATALOG, Calibration, PerfModelError, accelerator, mig_slices, perf_model, recommend
+from optimizer.perfmodel import CATALOG, Calibration, PerfModelError, accelerator, mig_slices, perf_model, right_size
 
 REQUIRED = ("V100", "T4", "A10", "A10G", "L4", "L20", "L40S", "A40", "A100-40GB", "A100-80GB", "H100-80GB")
 
@@ -50,9 +50,9 @@ def test_knee_from_kv_memory_and_fit():
 
 def test_recommend_picks_the_smallest_slice_that_meets_the_slo():
     slices = [a.name for a in mig_slices("A100-80GB")]
-    small = recommend("llama3-8b", 8, 0.05, 1000, slices)
-    large = recommend("llama3-8b", 64, 0.05, 1000, slices)
+    small = right_size("llama3-8b", 8, 0.05, 1000, slices)
+    large = right_size("llama3-8b", 64, 0.05, 1000, slices)
     assert small.meets_slo and large.meets_slo
     assert accelerator(small.accelerator).sm_share < accelerator(large.accelerator).sm_share
-    impossible = recommend("llama3-8b", 10_000, 0.05, 1000, slices)
+    impossible = right_size("llama3-8b", 10_000, 0.05, 1000, slices)
     assert not impossible.meets_slo and impossible.accelerator == "A100-80GB/7g.80gb"

@@ -1,4 +1,4 @@
-"""`gpumix recommend` (AutoFit): the smallest GPU or MIG slice meeting a TPOT SLO at a target concurrency,
+"""`gpumix rightsize` (AutoFit): the smallest GPU or MIG slice meeting a TPOT SLO at a target concurrency,
 from the model's parameters and the analytical model, scaled by measurements of one accelerator when given;
 optionally a synthesized profile for an accelerator that was never benchmarked."""
 
@@ -17,7 +17,7 @@ from optimizer.autofit import (
     Scale,
     calibrate_rows,
     candidates,
-    recommend,
+    right_size,
     synthesize_profile,
 )
 from optimizer.perfmodel import MODELS, ModelSpec, PerfModelError, accelerator, model_spec
@@ -106,7 +106,7 @@ def format_prediction(p: Prediction, load: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     logs.configure()
-    log = logs.get("recommend")
+    log = logs.get("rightsize")
     try:
         spec = parse_model(args.model_params)
         if args.load < 1 or not args.tpot > 0 or not args.context > 0:
@@ -123,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
                      decode_a=round(scale.decode_a, 3), prefill=round(scale.prefill, 3), knee=scale.knee)
         predictor = Predictor(spec, scale)
         preds = [predictor.predict(a, load=args.load, tpot_slo=args.tpot, context_tokens=args.context) for a in pool]
-        pick = recommend(preds)
+        pick = right_size(preds)
     except (AutoFitError, PerfModelError, ProfileError) as exc:
-        print(f"gpumix recommend: {exc}", file=sys.stderr)
+        print(f"gpumix rightsize: {exc}", file=sys.stderr)
         return 2
 
     basis = (f"scaled by measurements on {scale.reference} (c×{scale.decode_c:.2f}, a×{scale.decode_a:.2f})"
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             profile = synthesize_profile(predictor, target, model=args.model_name or spec.name, variant=variant,
                                          slo=slo, grid=grid, cost_per_hour=args.cost, created=time.time())
         except (AutoFitError, PerfModelError, ProfileError) as exc:
-            print(f"gpumix recommend: {exc}", file=sys.stderr)
+            print(f"gpumix rightsize: {exc}", file=sys.stderr)
             return 2
         args.synthesize_profile.write_text(json.dumps(profile.to_json(), indent=1) + "\n")
         print(f"synthesized profile for {target.name} ({variant}): {args.synthesize_profile}; "
