@@ -60,7 +60,7 @@ MUTATIONS = (
     Mutation("hold ageing (hold lead time)", "optimizer/decide.py",
              "window = max(0.0, v.scale_down_window_s - settings.hold_lead_s)", "window = v.scale_down_window_s"),
     Mutation("held replicas within the window only", "optimizer/stabilize.py",
-             "        if t <= start:\n            in_force_at_start = n\n        elif t <= now:",
+             "        if not in_window(t, now, window_s):\n            in_force_at_start = n\n        elif t <= now:",
              "        if t <= now:"),
     Mutation("hysteresis", "optimizer/stabilize.py", "        if p is None or n >= p:", "        if True:"),
     Mutation("NOT_FOUND for unprofiled variants", "scaler/answer.py",
@@ -104,7 +104,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gpumix-mutation-") as tmp:
         tree = Path(tmp)
-        for name in ("optimizer", "scaler", "sim", "tests", "proto", "data", "pyproject.toml"):
+        for name in ("optimizer", "scaler", "sim", "tests", "proto", "data", "examples", "pyproject.toml"):
             src = ROOT / name
             if src.is_dir():
                 shutil.copytree(src, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
