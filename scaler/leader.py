@@ -31,7 +31,7 @@ import datetime as dt
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -488,10 +488,10 @@ class HighAvailability:
         tasks = [
             # A follower tries twice per interval, so lease acquisition plus the first cycle fit in the lease plus
             # one interval; the leader renews as often, so its lease rarely has less than lease − interval/2 left.
-            asyncio.create_task(_every(min(self.leadership.lease_s / 3, self.config.interval / 2), self._elect, stop,
-                                       "election", self.controller)),
-            asyncio.create_task(_every(self.config.fast_interval, self.controller.fast_path, stop, "fast_path",
-                                       self.controller)),
+            asyncio.create_task(self.controller._every(min(self.leadership.lease_s / 3, self.config.interval / 2),
+                                                       self._elect, stop, "election")),
+            asyncio.create_task(self.controller._every(self.config.fast_interval, self.controller.fast_path, stop,
+                                                       "fast_path")),
         ]
         try:
             while not stop.is_set():
@@ -515,21 +515,6 @@ class HighAvailability:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.leadership.release()
-
-
-async def _every(interval: float, step: Callable[[], Awaitable[object]], stop: asyncio.Event, what: str,
-                 controller: Controller) -> None:
-    while not stop.is_set():
-        began = time.monotonic()
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            controller.table.counters.error(f"{what}_error")
-            log.exception(f"{what}_failed", error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=max(0.01, interval - (time.monotonic() - began)))
 
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
