@@ -104,7 +104,7 @@ class CycleSettings:
     decide: Settings = field(default_factory=Settings)
     drain_time_s: float = 60.0
     max_sample_age_s: float = 60.0
-    min_window_coverage: float = 0.75  # below it a rate() under-counts (Prometheus restart, new pod)
+    min_window_coverage: float = 0.9  # below it a rate() under-counts (Prometheus restart, a missed scrape, new pod)
     forecast_horizon_s: float = 0.0  # > 0: plan for the peak of the estimates of this horizon (peak hold)
 
 
