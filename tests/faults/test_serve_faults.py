@@ -29,26 +29,24 @@ from sim.services import PrometheusServer, RedisServer, free_port, start_prometh
 from tests.conftest import DATA, REPO
 from tests.faults.proxy import Fault, FaultProxy
 from tests.service.exporter import FleetExporter
-from tests.service.helpers import eventually, pb, pb_grpc, ref, sample
+from tests.service.helpers import (
+    A40,
+    A100,
+    IDLE_MODEL,
+    IDLE_VARIANT,
+    INVENTORY,
+    L4,
+    MODEL,
+    NS,
+    eventually,
+    pb,
+    pb_grpc,
+    ref,
+    sample,
+)
 
 pytestmark = pytest.mark.integration
 
-NS, MODEL = "llm", "llama2-7b"
-A100, A40, L4 = "simulator-llama2-7b-a100", "simulator-llama2-7b-a40", "llama2-7b-l4"
-IDLE_MODEL, IDLE_VARIANT = "idle-7b", "idle-7b-a40"
-INVENTORY = f"""
-models:
-- name: {MODEL}
-  namespace: {NS}
-  variants:
-  - {{name: {A100}, max_replicas: 8}}
-  - {{name: {A40}, max_replicas: 8}}
-  - {{name: {L4}, max_replicas: 8}}
-- name: {IDLE_MODEL}
-  namespace: {NS}
-  variants:
-  - {{name: {IDLE_VARIANT}, max_replicas: 4}}
-"""
 STALE_AFTER = 8.0
 ROW_S = 1.5  # how long each fault lasts: three cycles, well inside stale_after
 ENV = {"GPUMIX_LOG_FORMAT": "json", "GPUMIX_RATE_WINDOW": "5s", "GPUMIX_SCRAPE_INTERVAL": "1",

@@ -36,6 +36,26 @@ def ref(model: str, variant: str, namespace: str = "llm", **extra: str) -> pb.Sc
     return pb.ScaledObjectRef(name=f"{variant}-so", namespace=namespace, scalerMetadata=meta)
 
 
+# The fleet `gpumix serve` runs against in the integration and fault suites: a planned model on three
+# variants (one without a profile) and a model that stays idle.
+NS, MODEL = "llm", "llama2-7b"
+A100, A40, L4 = "simulator-llama2-7b-a100", "simulator-llama2-7b-a40", "llama2-7b-l4"
+IDLE_MODEL, IDLE_VARIANT = "idle-7b", "idle-7b-a40"
+INVENTORY = f"""
+models:
+- name: {MODEL}
+  namespace: {NS}
+  variants:
+  - {{name: {A100}, max_replicas: 8}}
+  - {{name: {A40}, max_replicas: 8}}
+  - {{name: {L4}, max_replicas: 8}}
+- name: {IDLE_MODEL}
+  namespace: {NS}
+  variants:
+  - {{name: {IDLE_VARIANT}, max_replicas: 4}}
+"""
+
+
 __all__ = ["eventually", "pb", "pb_grpc", "ref"]
 
 

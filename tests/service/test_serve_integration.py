@@ -28,29 +28,27 @@ from optimizer.profile import load_profile
 from sim.services import PrometheusServer, RedisServer, free_port, start_prometheus, start_redis
 from tests.conftest import DATA, REPO
 from tests.service.exporter import FleetExporter
-from tests.service.helpers import eventually, pb, pb_grpc, ref, sample, samples
+from tests.service.helpers import (
+    A40,
+    A100,
+    IDLE_MODEL,
+    IDLE_VARIANT,
+    INVENTORY,
+    L4,
+    MODEL,
+    NS,
+    eventually,
+    pb,
+    pb_grpc,
+    ref,
+    sample,
+    samples,
+)
 
 pytestmark = pytest.mark.integration
 
-NS = "llm"
-MODEL = "llama2-7b"
-A100, A40, L4 = "simulator-llama2-7b-a100", "simulator-llama2-7b-a40", "llama2-7b-l4"
-IDLE_MODEL, IDLE_VARIANT = "idle-7b", "idle-7b-a40"
 STALE_AFTER = 4.0
 
-INVENTORY = f"""
-models:
-- name: {MODEL}
-  namespace: {NS}
-  variants:
-  - {{name: {A100}, max_replicas: 8}}
-  - {{name: {A40}, max_replicas: 8}}
-  - {{name: {L4}, max_replicas: 8}}
-- name: {IDLE_MODEL}
-  namespace: {NS}
-  variants:
-  - {{name: {IDLE_VARIANT}, max_replicas: 4}}
-"""
 
 
 @dataclass
