@@ -79,7 +79,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from optimizer.demand import Demand
+from optimizer.demand import Demand, from_histograms
 from optimizer.errors import InputError
 from optimizer.profile import SLO, Profile
 
@@ -333,6 +333,80 @@ class ModelWindow:
     slo: SLO
     histograms: Mapping[str, LatencyHistogram]  # over every replica of the model (what users got)
     load: float | None  # observed demand / (replicas × corrected capacity): the utilisation it ran at
+    window_s: float = 0.0  # how far back the histograms reach: a lowered u waits this long for new evidence
+
+
+Buckets = Sequence[tuple[float, float]]  # [(le, count)], as `increase(x_bucket[w])` answers, +Inf included
+
+
+@dataclass(frozen=True)
+class PodEvidence:
+    """One pod over the calibration window, as Prometheus reports it (nothing judged yet)."""
+
+    age_s: float | None  # since it became ready, at the window's end; None: unknown (counted as warming)
+    completed: float  # requests finished in the window
+    latency: Mapping[str, Buckets] = field(default_factory=dict)  # "ttft" | "tpot" | "e2e" -> bucket increases
+
+
+@dataclass(frozen=True)
+class VariantEvidence:
+    """One variant over the calibration window: what the service's evidence queries returned for it."""
+
+    window_s: float
+    pods: Mapping[str, PodEvidence] = field(default_factory=dict)
+    waiting_start: float = 0.0
+    waiting_end: float = 0.0
+    prompt_histogram: Buckets | None = None  # the variant's own length mix (its profile's capacity depends on it)
+    generation_histogram: Buckets | None = None
+
+
+def variant_window(key: str, evidence: VariantEvidence, profile: Profile,
+                   settings: CalibrationSettings) -> tuple[VariantWindow, list[str]]:
+    """The calibration's input for one variant from its evidence and RAW profile, and what had to be left out
+    (a pod's unusable histogram, a limit the histograms cannot judge)."""
+    problems: list[str] = []
+    replicas = []
+    for pod, ev in sorted(evidence.pods.items()):
+        hists: dict[str, LatencyHistogram] = {}
+        for metric, pairs in ev.latency.items():
+            try:
+                hists[metric] = LatencyHistogram.from_buckets(pairs, f"{pod} {metric}")
+            except CalibrationError as exc:
+                problems.append(str(exc))
+        replicas.append(ReplicaWindow(0.0 if ev.age_s is None else ev.age_s, ev.completed, hists))
+    for metric, limit in profile.slo.limits().items():
+        hist = next((r.histograms[metric] for r in replicas if metric in r.histograms), None)
+        inside = None if hist is None else hist.straddles(limit)
+        if hist is None:
+            problems.append(f"no {metric} histogram: the {metric} limit is not judged")
+        elif inside is not None and settings.interpolation == "bound":
+            problems.append(f"{metric} limit {limit:g} s is inside bucket ({inside[0]:g}, {inside[1]:g}]: "
+                            "requests there count as missed; a limit on a bucket bound is exact")
+    predicted, shares = None, {}
+    if evidence.prompt_histogram and evidence.generation_histogram:
+        mix = from_histograms(profile.model, profile.grid, evidence.prompt_histogram,
+                              evidence.generation_histogram, 1.0)
+        predicted = predicted_capacity(profile, mix)
+        shares = region_shares(profile, mix, settings)
+    else:
+        problems.append("no length histograms for this variant: the profile's capacity at its mix is unknown")
+    return VariantWindow(key, evidence.window_s, tuple(replicas), predicted, profile.slo, evidence.waiting_start,
+                         evidence.waiting_end, shares), problems
+
+
+def served_histograms(evidence: Sequence[VariantEvidence]) -> dict[str, LatencyHistogram]:
+    """What users of a model got over the window: every pod of every variant, warming ones too. A pod whose
+    histogram is unusable is left out (its variant's window reports it)."""
+    merged: dict[str, LatencyHistogram] = {}
+    for ev in evidence:
+        for pod in ev.pods.values():
+            for metric, pairs in pod.latency.items():
+                try:
+                    hist = LatencyHistogram.from_buckets(pairs)
+                except CalibrationError:
+                    continue
+                merged[metric] = merged[metric].merged(hist) if metric in merged else hist
+    return merged
 
 
 def region_names(edges: Sequence[int]) -> tuple[str, ...]:
@@ -370,18 +444,26 @@ def model_load(demand: Demand, fleet: Sequence[tuple[Profile, float]]) -> float 
     return demand.total / capacity if capacity > 0 else None
 
 
+MAX_UNSERVABLE_SHARE = 0.2
+
+
 def predicted_capacity(profile: Profile, demand: Demand) -> float | None:
     """Per-replica req/s the profile claims for this mix (harmonic: Σ s_b/μ_b is the busy time per
-    request); None when the mix is empty or falls where the profile claims nothing."""
+    request); None when the mix is empty or more than MAX_UNSERVABLE_SHARE of it falls where the profile
+    claims nothing. Below that the mix is taken over the cells it claims: a mix rebuilt from marginal length
+    histograms (as independent) puts some share on (long prompt, long output) cells no request had, and the
+    requests a variant did complete there were servable after all."""
     rates = demand.on(profile.grid).rates
     total = float(rates.sum())
     if total <= 0:
         return None
+    servable = profile.capacity > 0
     shares = rates / total
-    if np.any((shares > 0) & (profile.capacity <= 0)):
+    if float(shares[~servable].sum()) > MAX_UNSERVABLE_SHARE:
         return None
-    busy = float(np.sum(np.divide(shares, profile.capacity, out=np.zeros_like(shares),
-                                  where=profile.capacity > 0)))
+    shares = np.where(servable, shares, 0.0)
+    shares /= float(shares.sum())
+    busy = float(np.sum(np.divide(shares, profile.capacity, out=np.zeros_like(shares), where=servable)))
     return 1.0 / busy if busy > 0 else None
 
 
@@ -429,10 +511,11 @@ class ModelHeadroom:
     updated_at: float | None = None
     reset_seen: float | None = None
     attainment: float | None = None  # the last window's, for the dashboard
+    lowered_at: float | None = None  # when u was last lowered (see `update`)
 
     def to_json(self) -> dict[str, Any]:
         return {"utilization": self.utilization, "frozen": self.frozen, "updated_at": self.updated_at,
-                "reset_seen": self.reset_seen, "attainment": self.attainment}
+                "reset_seen": self.reset_seen, "attainment": self.attainment, "lowered_at": self.lowered_at}
 
 
 @dataclass(frozen=True)
@@ -537,11 +620,12 @@ def parse_model(data: Any, source: str, settings: CalibrationSettings) -> ModelH
     updated_at = _number(data, "updated_at", problems, optional=True)
     reset_seen = _number(data, "reset_seen", problems, optional=True)
     seen = _number(data, "attainment", problems, optional=True)
+    lowered_at = _number(data, "lowered_at", problems, optional=True)
     if problems:
         raise CalibrationError(source, problems)
     assert u is not None
     u = min(settings.utilization_max, max(settings.utilization_min, u))
-    return ModelHeadroom(u, frozen, updated_at, reset_seen, seen)
+    return ModelHeadroom(u, frozen, updated_at, reset_seen, seen, lowered_at)
 
 
 def parse_state(fields: Mapping[str, Any], settings: CalibrationSettings) -> tuple[CalibrationState, dict[str, str]]:
@@ -757,10 +841,17 @@ def update(state: CalibrationState, variants: Sequence[VariantWindow], models: S
             m_out[mw.model] = Verdict(Outcome.FROZEN, m.utilization, m.utilization, detail="frozen by an operator")
             continue
         verdict = _judge_headroom(m.utilization, mw, settings)
+        if verdict.outcome is Outcome.DERATED and m.lowered_at is not None and now - m.lowered_at < mw.window_s:
+            # The window still holds the misses that lowered u last time: lowering again on them would
+            # compound one burst into the floor. Wait until the window holds only what followed the change.
+            verdict = Verdict(Outcome.HELD, m.utilization, m.utilization, verdict.evidence,
+                              f"lowered {now - m.lowered_at:.0f} s ago: waiting for a window of new evidence")
         m_out[mw.model] = verdict
         if verdict.outcome is not Outcome.SKIPPED_IDLE:
+            lowered = verdict.outcome is Outcome.DERATED and verdict.changed
             new_models[mw.model] = replace(m, utilization=verdict.after, attainment=verdict.evidence.attainment,
-                                           updated_at=now if verdict.changed else m.updated_at)
+                                           updated_at=now if verdict.changed else m.updated_at,
+                                           lowered_at=now if lowered else m.lowered_at)
     return CalibrationStep(CalibrationState(new_variants, new_models), v_out, m_out)
 
 

@@ -27,6 +27,19 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from optimizer.calibrate import (
+    CalibrationSettings,
+    CalibrationState,
+    CalibrationStep,
+    ModelWindow,
+    VariantEvidence,
+    apply,
+    model_load,
+    model_slo,
+    served_histograms,
+    update,
+    variant_window,
+)
 from optimizer.decide import ModelState, Settings, VariantState, decide
 from optimizer.defaults import DEFAULT_SCALE_DOWN_WINDOW_S, KEDA_DEFAULT_MAX_REPLICAS
 from optimizer.demand import Demand, zero_demand
@@ -89,6 +102,7 @@ class VariantInput:
     scale_down_window_s: float = DEFAULT_SCALE_DOWN_WINDOW_S
     pool: str | None = None
     gpus_per_replica: int | None = None
+    evidence: VariantEvidence | None = None  # latency and load over the calibration window; None: not this cycle
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,7 @@ class CycleSettings:
     max_sample_age_s: float = 60.0
     min_window_coverage: float = 0.9  # below it a rate() under-counts (Prometheus restart, a missed scrape, new pod)
     forecast_horizon_s: float = 0.0  # > 0: plan for the peak of the estimates of this horizon (peak hold)
+    calibration: CalibrationSettings | None = None  # None: profiles as they are, the configured utilisation
 
 
 @dataclass(frozen=True)
@@ -130,6 +145,7 @@ class CycleResult:
     plan: Plan | None
     held: Mapping[VariantId, int]
     recent: Mapping[ModelId, list[tuple[float, Demand]]] = field(default_factory=dict)  # estimates to keep
+    calibration: CalibrationStep | None = None  # the calibration state to keep, and what moved it
 
 
 # ------------------------------------------------------------------------------------------ the rules
@@ -213,6 +229,44 @@ def min_replicas_in_force(min_replicas: int, demand: Demand) -> int:
     return min_replicas if demand.total <= 0 else 0
 
 
+def calibrate(models: Sequence[ModelInput], verdicts: Mapping[ModelId, Verdict],
+              observed: Mapping[ModelId, Demand | None], state: CalibrationState, now: float,
+              settings: CalibrationSettings) -> CalibrationStep:
+    """One calibration step from the cycle's evidence. Only FRESH models are judged: a window whose
+    cycle data is partial, stale or missing says nothing reliable about capacity or attainment."""
+    windows = []
+    model_windows = []
+    for m in models:
+        evidence = [v.evidence for v in m.variants if v.evidence is not None]
+        if verdicts[m.id] is not Verdict.FRESH or not evidence:
+            continue
+        fleet = []
+        for v in m.variants:
+            if v.profile is None:
+                continue
+            if v.evidence is not None:
+                windows.append(variant_window(str(v.id), v.evidence, v.profile, settings)[0])
+            fleet.append((apply(v.profile, state.correction(str(v.id), settings)), float(_serving(v) or 0)))
+        demand = observed.get(m.id)
+        load = None if demand is None else model_load(demand, fleet)
+        slo = model_slo([p for p, _ in fleet])
+        model_windows.append(ModelWindow(str(m.id), slo, served_histograms(evidence), load,
+                                         max(e.window_s for e in evidence)))
+    return update(state, windows, model_windows, now, settings)
+
+
+def planning_profile(variant: VariantInput, model: ModelId, state: CalibrationState,
+                     calibration: CalibrationSettings, utilization: float) -> Profile | None:
+    """The profile the planner sees: capacity corrected by the variant's factor, and scaled by the model's
+    headroom u_m against the program's utilisation u (Σ z/(μ·k·u_m/u) ≤ u·y is Σ z/(μ·k) ≤ u_m·y), so one
+    program plans models that hold different targets."""
+    if variant.profile is None:
+        return None
+    corrected = apply(variant.profile, state.correction(str(variant.id), calibration))
+    scale = state.utilization(str(model), calibration) / utilization
+    return corrected if scale == 1.0 else corrected.with_capacity(corrected.grid, corrected.capacity * scale)
+
+
 # ------------------------------------------------------------------------------------------ the cycle
 
 
@@ -232,16 +286,27 @@ def _demand(model: ModelInput, verdict: Verdict, profiles: Sequence[Profile],
 
 
 def run_cycle(models: Sequence[ModelInput], history: History, now: float, settings: CycleSettings,
-              planner: Planner, recent: Mapping[ModelId, Sequence[tuple[float, Demand]]] | None = None) -> CycleResult:
-    """`recent`: the model's estimates of earlier cycles (what the peak-hold forecast looks back on)."""
+              planner: Planner, recent: Mapping[ModelId, Sequence[tuple[float, Demand]]] | None = None,
+              calibration: CalibrationState | None = None) -> CycleResult:
+    """`recent`: the model's estimates of earlier cycles (what the peak-hold forecast looks back on);
+    `calibration`: the corrections learnt so far (with `settings.calibration` set)."""
     by_name: dict[str, VariantId] = {}
     kept: dict[ModelId, list[tuple[float, Demand]]] = {}
     states: list[ModelState] = []
     verdicts: dict[ModelId, tuple[Verdict, str, float | None, Demand | None, Estimate | None]] = {}
     for m in models:
         verdict, why, age = demand_verdict(m, now, settings)
-        usable = [v.profile for v in m.variants if v.profile is not None]
-        demand, est = _demand(m, verdict, usable, settings)
+        demand, est = _demand(m, verdict, [v.profile for v in m.variants if v.profile is not None], settings)
+        verdicts[m.id] = (verdict, why, age, demand, est)
+
+    # Calibration learns from the demand observed (not the forecast) and corrects the profiles planned next.
+    step = None
+    if settings.calibration is not None:
+        step = calibrate(models, {k: v[0] for k, v in verdicts.items()}, {k: v[3] for k, v in verdicts.items()},
+                         calibration or CalibrationState(), now, settings.calibration)
+
+    for m in models:
+        verdict, why, age, demand, est = verdicts[m.id]
         if demand is not None and settings.forecast_horizon_s > 0:
             horizon = settings.forecast_horizon_s
             earlier = [(t, d) for t, d in (recent or {}).get(m.id, ())
@@ -253,8 +318,10 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
         for v in m.variants:
             by_name[str(v.id)] = v.id
             floor = 0 if demand is None else min_replicas_in_force(v.min_replicas, demand)
+            profile = v.profile if step is None or settings.calibration is None else planning_profile(
+                v, m.id, step.state, settings.calibration, settings.decide.utilization)
             variant_states.append(VariantState(
-                name=str(v.id), profile=v.profile, min_replicas=floor, max_replicas=v.max_replicas,
+                name=str(v.id), profile=profile, min_replicas=floor, max_replicas=v.max_replicas,
                 current_replicas=v.current_replicas, scale_down_window_s=v.scale_down_window_s, pool=v.pool,
                 gpus_per_replica=v.gpus_per_replica,
             ))
@@ -286,4 +353,5 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
         idle = all(recommendations.get(v.id, 0) == 0 and not v.current_replicas for v in m.variants)
         outcomes[m.id] = ModelOutcome(m.id, verdict, why, demand, age, idle, first_responder(m.variants), est)
     held = {by_name[n]: h for n, h in decision.held.items() if n in by_name}
-    return CycleResult(recommendations, reasons, outcomes, frozenset(decided), new_history, decision.plan, held, kept)
+    return CycleResult(recommendations, reasons, outcomes, frozenset(decided), new_history, decision.plan, held, kept,
+                       step)

@@ -65,6 +65,37 @@ _COMMON_QUERIES: dict[str, str] = {
     # yet covered (Prometheus restarted without its data, a new pod) under-counts, so it must not lower anything.
     "coverage": "min by ({namespace}, {model}, {variant}) (count_over_time(vllm:num_requests_waiting[{window}]))",
 }
+# The calibration's evidence (optimizer/calibrate.py), per pod so that warming replicas can be left out, over
+# `{calibration_window}`; asked every `calibration_interval`, not every cycle (per pod and bucket they are the
+# heaviest queries gpumix sends).
+_EVIDENCE_QUERIES: dict[str, str] = {
+    "evidence_completed": (
+        "sum by ({namespace}, {model}, {variant}, pod) "
+        '(increase(vllm:request_success_total{finished_reason!="abort"}[{calibration_window}]))'
+    ),
+    "evidence_ttft": ("sum by ({namespace}, {model}, {variant}, pod, le) "
+                      "(increase(vllm:time_to_first_token_seconds_bucket[{calibration_window}]))"),
+    "evidence_tpot": ("sum by ({namespace}, {model}, {variant}, pod, le) "
+                      "(increase(vllm:inter_token_latency_seconds_bucket[{calibration_window}])) "
+                      "or sum by ({namespace}, {model}, {variant}, pod, le) "
+                      "(increase(vllm:time_per_output_token_seconds_bucket[{calibration_window}]))"),
+    "evidence_e2e": ("sum by ({namespace}, {model}, {variant}, pod, le) "
+                     "(increase(vllm:e2e_request_latency_seconds_bucket[{calibration_window}]))"),
+    "evidence_waiting_end": "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_waiting)",
+    "evidence_waiting_start": (
+        "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_waiting offset {calibration_window})"
+    ),
+    "evidence_prompt_histogram": ("sum by ({namespace}, {model}, {variant}, le) "
+                                  "(increase(vllm:request_prompt_tokens_bucket[{calibration_window}]))"),
+    "evidence_generation_histogram": ("sum by ({namespace}, {model}, {variant}, le) "
+                                      "(increase(vllm:request_generation_tokens_bucket[{calibration_window}]))"),
+    # A pod's vLLM series appear once its API server is up, which is when it turns ready (the readiness probe
+    # asks that server): first-seen time is the ready time, to the subquery's resolution.
+    "evidence_age": ("time() - min by ({namespace}, {model}, {variant}, pod) "
+                     "(min_over_time(timestamp(vllm:num_requests_running)[1h:15s]))"),
+}
+EVIDENCE_QUERIES = tuple(_EVIDENCE_QUERIES)
+_COMMON_QUERIES.update(_EVIDENCE_QUERIES)
 DEFAULT_QUERIES: dict[str, dict[str, str]] = {
     "v1": {**_COMMON_QUERIES, "kv_cache": "avg by ({namespace}, {model}, {variant}) (vllm:kv_cache_usage_perc)"},
     "v0": {**_COMMON_QUERIES, "kv_cache": "avg by ({namespace}, {model}, {variant}) (vllm:gpu_cache_usage_perc)"},
@@ -109,6 +140,17 @@ class Config:
     churn: float = 0.05
     hysteresis_margin: float = 0.1
     solver_time_limit: float = 2.0
+    # Online calibration (optimizer/calibrate.py): profiles corrected from observed latency, and the
+    # utilisation target adapted so that `attainment_target` of requests meet the SLO; `utilization` is
+    # where u starts. Off: profiles as they are and u fixed.
+    calibration: bool = True
+    calibration_window: str = "2m"
+    calibration_interval: float = 60.0
+    attainment_target: float = 0.99
+    utilization_min: float = 0.5
+    utilization_max: float = 0.95
+    calibration_factor_min: float = 0.25
+    calibration_factor_max: float = 2.0
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None  # set: clients must present a certificate signed by it (mTLS)
@@ -119,6 +161,10 @@ class Config:
         return duration_s(self.rate_window)
 
     @property
+    def calibration_window_s(self) -> float:
+        return duration_s(self.calibration_window)
+
+    @property
     def stale_after_s(self) -> float:
         return self.stale_after if self.stale_after > 0 else max(60.0, 4 * self.interval)
 
@@ -126,6 +172,7 @@ class Config:
         template = self.queries.get(name) or DEFAULT_QUERIES[self.metrics][name]
         return (
             template.replace("{window}", self.rate_window)
+            .replace("{calibration_window}", self.calibration_window)
             .replace("{model}", self.model_label)
             .replace("{variant}", self.variant_label)
             .replace("{namespace}", self.namespace_label)
@@ -315,8 +362,19 @@ def validate(c: Config) -> list[str]:
         problems.append(f"churn: must be >= 0, got {c.churn}")
     if not 0 <= c.hysteresis_margin < 1:
         problems.append(f"hysteresis_margin: must be in [0, 1), got {c.hysteresis_margin}")
-    if not _WINDOW.match(c.rate_window):
-        problems.append(f"rate_window: must be a Prometheus duration like 1m or 30s, got {c.rate_window!r}")
+    for name in ("rate_window", "calibration_window"):
+        if not _WINDOW.match(getattr(c, name)):
+            problems.append(f"{name}: must be a Prometheus duration like 1m or 30s, got {getattr(c, name)!r}")
+    if c.calibration_interval <= 0:
+        problems.append(f"calibration_interval: must be > 0, got {c.calibration_interval}")
+    if not 0 < c.attainment_target < 1:
+        problems.append(f"attainment_target: must be in (0, 1), e.g. 0.99, got {c.attainment_target}")
+    if not 0 < c.utilization_min <= c.utilization <= c.utilization_max <= 1:
+        problems.append("utilization_min <= utilization <= utilization_max must hold within (0, 1], got "
+                        f"{c.utilization_min}, {c.utilization}, {c.utilization_max}")
+    if not 0 < c.calibration_factor_min <= 1 <= c.calibration_factor_max:
+        problems.append("calibration_factor_min <= 1 <= calibration_factor_max must hold (and min > 0), got "
+                        f"{c.calibration_factor_min}, {c.calibration_factor_max}")
     if c.metrics not in DEFAULT_QUERIES:
         problems.append(f"metrics: must be one of {', '.join(DEFAULT_QUERIES)}, got {c.metrics!r}")
     for name in c.queries:

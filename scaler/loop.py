@@ -3,10 +3,12 @@
     every `interval` seconds:
         inventory  = what exists (static file, or Kubernetes watch caches)     no I/O here: caches
         observe    = Prometheus (a fixed handful of aggregated queries), profiles (Redis MGET / files),
-                     state (Redis, read once)
+                     state (Redis, read once); every `calibration_interval` also the calibration's
+                     per-pod evidence (scaler/evidence.py) and the operator's calibration controls
         decide     = optimizer.cycle.run_cycle (pure, shared with the replay; in a worker thread so the event
-                     loop stays free): demand verdict, estimate, plan, stabilize, history
-        publish    = a new immutable `Published` in the Table (what gRPC and HTTP read), state back to Redis
+                     loop stays free): demand verdict, estimate, calibration, plan, stabilize, history
+        publish    = a new immutable `Published` in the Table (what gRPC and HTTP read), state and
+                     calibration back to Redis, one log line per calibration change with its evidence
 
     every `fast_interval` seconds (scale-from-zero fast path):
         waiting requests per model (one query) → Table.set_waiting → StreamIsActive streams wake up
@@ -20,16 +22,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
+from optimizer.calibrate import (
+    CalibrationSettings,
+    CalibrationState,
+    CalibrationStep,
+    VariantEvidence,
+    apply_control,
+    gauges,
+)
 from optimizer.cycle import CycleResult, CycleSettings, ModelInput, VariantInput, Verdict, run_cycle
 from optimizer.decide import Settings
 from optimizer.demand import Demand
 from optimizer.ids import ModelId, VariantId
 from optimizer.program import Planner
+from scaler import evidence as calibration_evidence
 from scaler import logs
+from scaler.calibration_store import CalibrationStore
 from scaler.config import Config
 from scaler.inventory import Inventory
 from scaler.prometheus import REQUIRED, Observation, Observer, StateLog
@@ -52,6 +65,14 @@ class StaticInventory:
         return self.inventory
 
 
+def calibration_settings(config: Config) -> CalibrationSettings:
+    return CalibrationSettings(
+        factor_min=config.calibration_factor_min, factor_max=config.calibration_factor_max,
+        attainment_target=config.attainment_target, utilization_initial=config.utilization,
+        utilization_min=config.utilization_min, utilization_max=config.utilization_max,
+    )
+
+
 def cycle_settings(config: Config, inventory: Inventory) -> CycleSettings:
     return CycleSettings(
         decide=Settings(utilization=config.utilization, churn=config.churn,
@@ -60,11 +81,14 @@ def cycle_settings(config: Config, inventory: Inventory) -> CycleSettings:
         drain_time_s=config.drain_time,
         max_sample_age_s=config.max_sample_age,
         forecast_horizon_s=config.forecast_horizon,
+        calibration=calibration_settings(config) if config.calibration else None,
     )
 
 
 def model_inputs(config: Config, inventory: Inventory, obs: Observation,
-                 profiles: Mapping[VariantId, ProfileStatus]) -> tuple[list[ModelInput], dict[VariantId, int | None]]:
+                 profiles: Mapping[VariantId, ProfileStatus],
+                 evidence: Mapping[VariantId, VariantEvidence] | None = None,
+                 ) -> tuple[list[ModelInput], dict[VariantId, int | None]]:
     """This cycle's observations in the cycle core's terms, and the replica counts they imply."""
     inputs: list[ModelInput] = []
     currents: dict[VariantId, int | None] = {}
@@ -80,6 +104,7 @@ def model_inputs(config: Config, inventory: Inventory, obs: Observation,
                 id=vid, profile=profiles[vid].profile, min_replicas=v.min_replicas, max_replicas=v.max_replicas,
                 current_replicas=current, ready_replicas=ready, scale_down_window_s=v.scale_down_window_s,
                 pool=v.accelerator, gpus_per_replica=v.gpus_per_replica if v.gpus_per_replica != 1 else None,
+                evidence=None if evidence is None else evidence.get(vid),
             ))
         facts = obs.models.get((model.namespace, model.name))
         series = None if facts is None else facts.series(model.namespace, config.rate_window_s, config.scrape_interval)
@@ -101,6 +126,7 @@ class Controller:
         table: Table,
         clock: Callable[[], float] = time.time,
         in_thread: bool = True,
+        calibration: CalibrationStore | None = None,
     ) -> None:
         self.config = config
         self.inventory = inventory
@@ -115,22 +141,27 @@ class Controller:
         self.cycles = 0
         self.last: CycleResult | None = None
         self.recent: dict[ModelId, list[tuple[float, Demand]]] = {}  # the forecast's look-back, in memory only
+        self.calibration = calibration or CalibrationStore(None, calibration_settings(config))
+        self.evidence_at: float | None = None  # when the calibration's evidence was last asked for
 
     async def cycle(self) -> Published:
         started = time.perf_counter()
         now = self.clock()
         inventory = self.inventory.current()
-        obs, profiles, _ = await asyncio.gather(
-            self.observer.observe(now), self.profiles.lookup(inventory), self.state.load()
+        obs, profiles, _, evidence = await asyncio.gather(
+            self.observer.observe(now), self.profiles.lookup(inventory), self.state.load(), self._evidence(now)
         )
-        inputs, currents = model_inputs(self.config, inventory, obs, profiles)
+        inputs, currents = model_inputs(self.config, inventory, obs, profiles, evidence)
         settings = cycle_settings(self.config, inventory)
         history = self.state.history()
-        if self.in_thread:
-            result = await asyncio.to_thread(run_cycle, inputs, history, now, settings, self.planner, self.recent)
-        else:
-            result = run_cycle(inputs, history, now, settings, self.planner, self.recent)
+        learnt = self.calibration.state
+        if settings.calibration is not None and evidence is not None:
+            learnt = apply_control(learnt, await self.calibration.controls(), settings.calibration)
+        args = (inputs, history, now, settings, self.planner, self.recent, learnt)
+        result = await asyncio.to_thread(run_cycle, *args) if self.in_thread else run_cycle(*args)
         self.recent = dict(result.recent)
+        if result.calibration is not None:
+            await self._keep_calibration(result.calibration, before=self.calibration.state)
 
         for vid, entries in result.history.items():
             self.state.put(vid, entries, now if vid in result.decided else None)
@@ -139,11 +170,35 @@ class Controller:
 
         published = publish_cycle(result, inventory, profiles, self.state.variants, currents,
                                   self.table.published, now)
+        if settings.calibration is not None:
+            published = dataclasses.replace(published, calibration=tuple(gauges(self.calibration.state)))
         self.table.publish(published)
         self.table.counters.cycle_seconds.observe(time.perf_counter() - started)
         self.cycles += 1
         self.last = result
         return published
+
+    async def _evidence(self, now: float) -> dict[VariantId, VariantEvidence] | None:
+        """The calibration's evidence when it is due (every `calibration_interval`), else None."""
+        if not self.config.calibration:
+            return None
+        if self.evidence_at is not None and now - self.evidence_at < self.config.calibration_interval:
+            return None
+        await self.calibration.load()
+        self.evidence_at = now
+        return await calibration_evidence.collect(self.config, self.observer, now)
+
+    async def _keep_calibration(self, step: CalibrationStep, before: CalibrationState) -> None:
+        """Store the entries whose stored form changed, and log each change with its evidence."""
+        old = before.to_fields()
+        changed = [k for k, v in step.state.to_fields().items() if old.get(k) != v]
+        for key, verdict in step.changes():
+            ev = verdict.evidence
+            log.info("calibration_changed", entry=key, outcome=verdict.outcome.value, before=round(verdict.before, 4),
+                     after=round(verdict.after, 4), detail=verdict.detail, load=ev.load,
+                     latency_ratio=ev.latency_ratio, attainment=ev.attainment, completions=ev.completions,
+                     replicas_used=ev.replicas_used, replicas_warming=ev.replicas_warming, estimate=ev.estimate)
+        await self.calibration.save(step.state, changed)
 
     def _report(self, result: CycleResult) -> None:
         """Logs once per change of a model's verdict, and counts what went wrong."""

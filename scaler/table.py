@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from optimizer.calibrate import Gauge
 from optimizer.cycle import CycleResult
 from optimizer.hpa import DEFAULT_TOLERANCE
 from optimizer.ids import ModelId, VariantId
@@ -68,6 +69,7 @@ class Published:
     variants: Mapping[VariantId, VariantView] = field(default_factory=dict)
     models: Mapping[ModelId, ModelView] = field(default_factory=dict)
     planned_at: float | None = None  # last cycle in which at least one model was planned from fresh data
+    calibration: tuple[Gauge, ...] = ()  # (name, labels, value) of the learnt corrections, for /metrics
 
 
 class Table:

@@ -9,13 +9,15 @@ Every per-model and per-variant series carries `namespace`: the same model name 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from optimizer.calibrate import GAUGE_HELP, Gauge
 
 if TYPE_CHECKING:
     from scaler.table import ModelView, Table, VariantView
@@ -91,6 +93,17 @@ def _model_labels(key: str) -> list[str]:
     return [namespace, model]
 
 
+def _calibration(rows: Sequence[Gauge]) -> Iterator[Metric]:
+    """The calibration's gauges (optimizer.calibrate.gauges), one family per name."""
+    families: dict[str, GaugeMetricFamily] = {}
+    for name, labels, value in rows:
+        family = families.get(name)
+        if family is None:
+            family = families[name] = GaugeMetricFamily(name, GAUGE_HELP.get(name, name), labels=list(labels))
+        family.add_metric(list(labels.values()), value)
+    yield from families.values()
+
+
 class TableCollector(Collector):
     """gpumix_* families from the Table as it is at scrape time."""
 
@@ -127,6 +140,7 @@ class TableCollector(Collector):
         for m in snap.models.values():
             waiting.add_metric([m.namespace, m.model], table.waiting.get(m.id, 0.0))
         yield waiting
+        yield from _calibration(snap.calibration)
         buckets = GaugeMetricFamily("gpumix_demand_bucket_rps", "estimated demand per (input, output) length bucket",
                                     labels=[*MODEL_LABELS, "input_tokens", "output_tokens"])
         for m in snap.models.values():

@@ -1,5 +1,6 @@
 """What a scrape of the simulated fleet returns, as samples: per serving or draining pod the vLLM V1 series
-(labelled model_name, namespace, pod, variant), and kube-state-metrics' Deployment replica gauges.
+(labelled model_name, namespace, pod, variant) — vLLM 0.12's names, the per-token latency as
+`vllm:inter_token_latency_seconds` — and kube-state-metrics' Deployment replica gauges.
 
 The replay scrapes these into sim/promsim.py's TSDB; `sim/realtime.py` exposes the same pods over HTTP for a
 real Prometheus. A starting pod's vLLM server is not up yet, so it exports nothing (as in realtime).
@@ -42,7 +43,10 @@ def fleet_samples(model: str, namespace: str, snap: Snapshot, pods: Mapping[str,
         for reason, n in sorted((dict(stats.success) or {"length": 0}).items()):
             out.append(Sample("vllm:request_success_total", {**lab, "finished_reason": reason}, n))
         for name, h in (("vllm:request_prompt_tokens", stats.prompt_tokens),
-                        ("vllm:request_generation_tokens", stats.generation_tokens)):
+                        ("vllm:request_generation_tokens", stats.generation_tokens),
+                        ("vllm:time_to_first_token_seconds", stats.ttft),
+                        ("vllm:inter_token_latency_seconds", stats.tpot),
+                        ("vllm:e2e_request_latency_seconds", stats.e2e)):
             out += _histogram(name, lab, h.bounds, h.counts, h.count)
     for vname, vs in snap.variants.items():
         lab = {"namespace": namespace, "deployment": vname}

@@ -6,6 +6,8 @@ would (arrivals so far, the fleet's snapshot) except `oracle`, which knows the f
   which moves the Deployments. Demand: arrival rate per bucket over the last minute (the joint length
   distribution, exactly) plus the backlog to drain. The service estimates the same total from completions
   + waiting/drain_time and spreads it by marginal length histograms, so this is slightly optimistic.
+- `gpumix-uncalibrated`: `gpumix` with the online calibration off (`calibration: false`): profiles as
+  they are and the utilisation target fixed, as before issue 13.
 - `gpumix-hold[:seconds]`: the same, planning for the peak demand of the recent horizon (default: the
   longest cold start) instead of the last minute (optimizer.forecast.peak_hold).
 - `hpa-gke:<variant>`: the HPA as GKE's LLM-inference guide sets it up on one accelerator type: waiting +
@@ -376,14 +378,17 @@ class Gpumix(Policy):
 
     name = "gpumix"
 
-    def __init__(self, spec: FleetSpec, horizon_s: float | None = None, config: Config | None = None) -> None:
+    def __init__(self, spec: FleetSpec, horizon_s: float | None = None, config: Config | None = None,
+                 calibration: bool = True) -> None:
         self.spec = spec
         self.profiles = spec.profiles()
         self.horizon_s = 0.0 if horizon_s is None else horizon_s
         if self.horizon_s > 0:
             self.name = f"gpumix-hold:{self.horizon_s:.0f}"
+        if not calibration:
+            self.name += "-uncalibrated"
         self.config = config or Config(interval=CYCLE_S, scrape_interval=CYCLE_S, utilization=UTILIZATION,
-                                       drain_time=DRAIN_S, forecast_horizon=self.horizon_s)
+                                       drain_time=DRAIN_S, forecast_horizon=self.horizon_s, calibration=calibration)
         self.grid = fleet_grid(self.profiles)
         self.now = 0.0
         self.table = Table()
@@ -396,6 +401,8 @@ class Gpumix(Policy):
         self.solve_ms: list[float] = []
         self.last_loads: dict[str, float] = {}
         self.active: dict[str, bool] = {}
+        # (time, factor per variant, utilisation target, last attainment) after each calibration step
+        self.calibration_trace: list[tuple[float, dict[str, float], float, float | None]] = []
 
     def recommendations(self) -> dict[str, int]:
         return {vid.name: v.recommendation for vid, v in self.table.published.variants.items()
@@ -446,6 +453,14 @@ class Gpumix(Policy):
         self.tsdb.scrape(now, fleet_samples(self.spec.model, self.spec.namespace, snap, self.pods))
         asyncio.run(self._cycle())
         result = self.controller.last
+        if result is not None and result.calibration is not None:
+            state = result.calibration.state
+            settings = self.controller.calibration.settings
+            mkey = f"{self.spec.namespace}/{self.spec.model}"
+            head = state.models.get(mkey)
+            factors = {k.partition("/")[2]: v.factor for k, v in state.variants.items()}
+            seen = None if head is None else head.attainment
+            self.calibration_trace.append((now, factors, state.utilization(mkey, settings), seen))
         if result is not None and result.plan is not None:
             self.solve_ms.append(result.plan.solve_ms)
             mp = result.plan.models.get(f"{self.spec.namespace}/{self.spec.model}")
@@ -498,7 +513,8 @@ class Oracle(Policy):
                 self.fleet.set_replicas(name, n, now)
 
 
-POLICY_NAMES = ("gpumix", "gpumix-hold", "hpa-gke", "hpa-queue", "static-peak", "oracle", "clairvoyant")
+POLICY_NAMES = ("gpumix", "gpumix-uncalibrated", "gpumix-hold", "hpa-gke", "hpa-queue", "static-peak", "oracle",
+                "clairvoyant")
 
 
 def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
@@ -508,6 +524,8 @@ def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
         return [p for n in POLICY_NAMES for p in make_policies(spec, n)]
     if name == "gpumix":
         return [Gpumix(spec)]
+    if name == "gpumix-uncalibrated":
+        return [Gpumix(spec, calibration=False)]
     if name == "gpumix-hold":
         return [Gpumix(spec, horizon_s=default_horizon(spec))]
     if name.startswith("gpumix-hold:"):

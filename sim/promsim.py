@@ -16,6 +16,11 @@ run against):
   to the range edges only within 1.1 average sample intervals (else half an interval), never below the
   counter's zero point; fewer than two samples give no result.
 - `count_over_time`, `timestamp`: promql/functions.go, funcCountOverTime / funcTimestamp.
+- `offset d`: the selector evaluated at t - d (promql/engine.go, the Offset of a VectorSelector).
+- `min_over_time(timestamp(x)[1h:15s])` (the evidence's pod age): a subquery's steps see the instant value of
+  `timestamp(x)` at each 15 s step (promql/engine.go, SubqueryExpr); the minimum over them is x's first sample
+  time within the TSDB's retention, to the step.
+- `a or b`: every series of a, and those of b whose label set a lacks (promql/engine.go, VectorOr).
 - `sum by` / `max by` / `min by` / `avg by` over the result (promql/engine.go, aggregation).
 
 Only the default query set (scaler/config.py) is evaluated, by name; a replay with custom PromQL would need a
@@ -156,13 +161,49 @@ class SimPrometheus:
         self.m = (c.namespace_label, c.model_label)
         self.queries_sent = 0
 
-    def _rate(self, name: str, t: float, *, is_rate: bool) -> list[tuple[Labels, float]]:
+    def _rate(self, name: str, t: float, *, is_rate: bool, range_s: float | None = None) -> list[tuple[Labels, float]]:
+        range_s = self.window_s if range_s is None else range_s
         rows = []
-        for labels, pts in self.tsdb.window(name, t, self.window_s):
-            r = extrapolated_rate(pts, t, self.window_s, is_rate=is_rate)
+        for labels, pts in self.tsdb.window(name, t, range_s):
+            r = extrapolated_rate(pts, t, range_s, is_rate=is_rate)
             if r is not None:
                 rows.append((labels, r))
         return rows
+
+    def _evidence(self, name: str, t: float) -> list[dict[str, Any]]:
+        """The calibration's evidence queries (scaler/config.py, `evidence_*`)."""
+        w = self.config.calibration_window_s
+        pod = (*self.mv, "pod")
+        latency = {"evidence_ttft": ("vllm:time_to_first_token_seconds_bucket",),
+                   "evidence_tpot": ("vllm:inter_token_latency_seconds_bucket",
+                                     "vllm:time_per_output_token_seconds_bucket"),
+                   "evidence_e2e": ("vllm:e2e_request_latency_seconds_bucket",)}
+        if name == "evidence_completed":
+            return _group(self._rate("vllm:request_success_total", t, is_rate=False, range_s=w), pod, "sum")
+        if name in latency:
+            answer: list[dict[str, Any]] = []
+            for metric in latency[name]:  # `a or b`: b only for label sets a lacks
+                have = {tuple(sorted(r["metric"].items())) for r in answer}
+                answer += [r for r in _group(self._rate(metric, t, is_rate=False, range_s=w), (*pod, "le"), "sum")
+                           if tuple(sorted(r["metric"].items())) not in have]
+            return answer
+        if name == "evidence_waiting_end":
+            return _group(self._gauge("vllm:num_requests_waiting", t), self.mv, "sum")
+        if name == "evidence_waiting_start":
+            return _group(self._gauge("vllm:num_requests_waiting", t - w), self.mv, "sum")
+        if name in ("evidence_prompt_histogram", "evidence_generation_histogram"):
+            metric = "vllm:request_prompt_tokens_bucket" if name == "evidence_prompt_histogram" \
+                else "vllm:request_generation_tokens_bucket"
+            return _group(self._rate(metric, t, is_rate=False, range_s=w), (*self.mv, "le"), "sum")
+        if name == "evidence_age":
+            step = 15.0
+            rows = []
+            for labels, pts in self.tsdb.window("vllm:num_requests_running", t, 3600.0):
+                first_step = math.ceil(pts[0][0] / step) * step  # steps are aligned to multiples of the step
+                seen = max(ts for ts, _ in pts if ts <= first_step)  # timestamp() there: its newest sample
+                rows.append((labels, t - seen))
+            return _group(rows, pod, "min")
+        return []
 
     def _gauge(self, name: str, t: float) -> list[tuple[Labels, float]]:
         return [(labels, v) for labels, v, _ in self.tsdb.instant(name, t)]
@@ -187,6 +228,8 @@ class SimPrometheus:
         if name == "freshness":
             rows = [(labels, ts) for labels, _, ts in self.tsdb.instant("vllm:num_requests_waiting", t)]
             return _group(rows, self.mv, "max")
+        if name.startswith("evidence_"):
+            return self._evidence(name, t)
         if name == "coverage":
             rows = [(labels, float(len(pts))) for labels, pts in self.tsdb.window("vllm:num_requests_waiting", t,
                                                                                      self.window_s)]
@@ -211,6 +254,10 @@ class SimObserver:
     async def observe(self, at: float | None = None) -> Observation:
         assert at is not None
         return parse_results(self.config, self.prometheus.results(CYCLE_QUERIES, at), {}, at)
+
+    async def run_queries(self, names: Sequence[str], at: float, deadline: float | None = None
+                          ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+        return self.prometheus.results(names, at), {}
 
     async def waiting(self, at: float | None = None) -> dict[tuple[str, str], float] | None:
         assert at is not None

@@ -3,7 +3,8 @@ stored corrections; write corrected profiles; freeze, unfreeze or reset a varian
 headroom.
 
 Reads Prometheus with the service's configuration (the same file, GPUMIX_* environment and label names;
-read-only) plus the per-pod queries below, which the calibration needs and the cycle's fixed set lacks.
+read-only) plus the calibration's per-pod evidence queries (scaler/config.py, `evidence_*`), which the
+service asks every `calibration_interval`.
 Controls go to Redis' `gpumix:calibration:control`, which a running `gpumix serve` applies next cycle.
 """
 
@@ -15,11 +16,9 @@ import contextlib
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,7 @@ from optimizer.calibrate import (
     CalibrationError,
     CalibrationSettings,
     CalibrationState,
-    LatencyHistogram,
-    ReplicaWindow,
+    VariantEvidence,
     VariantWindow,
     Verdict,
     apply,
@@ -39,164 +37,13 @@ from optimizer.calibrate import (
     attainment,
     judge,
     model_slo,
-    predicted_capacity,
-    region_shares,
+    served_histograms,
+    variant_window,
 )
-from optimizer.demand import from_histograms
 from optimizer.ids import VariantId
-from optimizer.profile import SLO, Profile
-from scaler.config import Config, ConfigError, load
-
-# Per pod: ages and latency increase over the window, so warming replicas can be left out. `{window}` is the
-# calibration window (--window), the label names are the configured ones. The metric names follow the
-# cycle's defaults (vLLM V1); `vllm:request_time_per_output_token_seconds` is the per-request TPOT where a
-# vLLM exports it.
-CALIBRATION_QUERIES: dict[str, str] = {
-    "completed": "sum by ({namespace}, {model}, {variant}, pod) (increase(vllm:request_success_total[{window}]))",
-    "ttft": ("sum by ({namespace}, {model}, {variant}, pod, le) "
-             "(increase(vllm:time_to_first_token_seconds_bucket[{window}]))"),
-    "tpot": ("sum by ({namespace}, {model}, {variant}, pod, le) "
-             "(increase(vllm:time_per_output_token_seconds_bucket[{window}]))"),
-    "e2e": ("sum by ({namespace}, {model}, {variant}, pod, le) "
-            "(increase(vllm:e2e_request_latency_seconds_bucket[{window}]))"),
-    "waiting_end": "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_waiting)",
-    "waiting_start": "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_waiting offset {window})",
-    "prompt_histogram": ("sum by ({namespace}, {model}, {variant}, le) "
-                         "(increase(vllm:request_prompt_tokens_bucket[{window}]))"),
-    "generation_histogram": ("sum by ({namespace}, {model}, {variant}, le) "
-                             "(increase(vllm:request_generation_tokens_bucket[{window}]))"),
-    # A pod's vLLM series appear once its API server is up, which is when it turns ready (the readiness
-    # probe asks that server): first-seen time is the ready time, to the subquery's 15 s resolution.
-    "age": ("time() - min by ({namespace}, {model}, {variant}, pod) "
-            "(min_over_time(timestamp(vllm:num_requests_running)[1h:15s]))"),
-}
-LATENCY = ("ttft", "tpot", "e2e")
-_WINDOW = re.compile(r"^([0-9]+)(s|m|h)$")
-
-
-def render(config: Config, template: str, window: str) -> str:
-    return (template.replace("{window}", window).replace("{model}", config.model_label)
-            .replace("{variant}", config.variant_label).replace("{namespace}", config.namespace_label))
-
-
-def window_seconds(text: str) -> float:
-    match = _WINDOW.match(text)
-    if not match:
-        raise ValueError(f"--window: must be a duration like 5m or 300s, got {text!r}")
-    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
-
-
-# ------------------------------------------------------------------------------------- observation
-
-Sample = tuple[Mapping[str, str], float]
-
-
-def _value(sample: Mapping[str, Any]) -> float | None:
-    try:
-        value = float(sample["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
-@dataclass
-class VariantObservation:
-    """What Prometheus says about one variant over the window, before any judgement."""
-
-    namespace: str
-    variant: str
-    pods: dict[str, dict[str, list[tuple[float, float]]]]  # pod -> metric -> [(le, count)]
-    completed: dict[str, float]
-    ages: dict[str, float]
-    waiting_start: float = 0.0
-    waiting_end: float = 0.0
-    prompt_histogram: list[tuple[float, float]] | None = None
-    generation_histogram: list[tuple[float, float]] | None = None
-
-
-def observations(config: Config, results: Mapping[str, list[dict[str, Any]]]) -> dict[tuple[str, str],
-                                                                                      VariantObservation]:
-    """Query answers → per (namespace, variant) observations. NaN/Inf/negative samples are dropped."""
-    out: dict[tuple[str, str], VariantObservation] = {}
-
-    def obs(labels: Mapping[str, str]) -> VariantObservation:
-        key = (labels.get(config.namespace_label, ""), labels.get(config.variant_label, ""))
-        return out.setdefault(key, VariantObservation(key[0], key[1], {}, {}, {}))
-
-    def samples(name: str) -> list[Sample]:
-        return [(s.get("metric", {}), v) for s in results.get(name, []) if (v := _value(s)) is not None]
-
-    for labels, v in samples("completed"):
-        o = obs(labels)
-        o.completed[labels.get("pod", "")] = v
-    for metric in LATENCY:
-        for labels, v in samples(metric):
-            le = labels.get("le")
-            if le is not None:
-                obs(labels).pods.setdefault(labels.get("pod", ""), {}).setdefault(metric, []).append((float(le), v))
-    for labels, v in samples("age"):
-        obs(labels).ages[labels.get("pod", "")] = v
-    for name in ("waiting_start", "waiting_end"):
-        for labels, v in samples(name):
-            setattr(obs(labels), name, getattr(obs(labels), name) + v)
-    for name in ("prompt_histogram", "generation_histogram"):
-        for labels, v in samples(name):
-            le = labels.get("le")
-            if le is not None:
-                o = obs(labels)
-                hist = getattr(o, name) or []
-                hist.append((float(le), v))
-                setattr(o, name, hist)
-    return out
-
-
-def variant_window(key: str, o: VariantObservation, profile: Profile, window_s: float,
-                   settings: CalibrationSettings) -> tuple[VariantWindow, list[str]]:
-    """The calibration's input for one variant, and what had to be left out of it (by pod)."""
-    problems: list[str] = []
-    replicas = []
-    for pod in sorted(set(o.completed) | set(o.pods)):
-        hists: dict[str, LatencyHistogram] = {}
-        for metric, pairs in o.pods.get(pod, {}).items():
-            try:
-                hists[metric] = LatencyHistogram.from_buckets(pairs, f"{pod} {metric}")
-            except CalibrationError as exc:
-                problems.append(str(exc))
-        # A pod without a known age counts as warming: the conservative side.
-        replicas.append(ReplicaWindow(o.ages.get(pod, 0.0), o.completed.get(pod, 0.0), hists))
-    for metric, limit in profile.slo.limits().items():
-        hist = next((r.histograms[metric] for r in replicas if metric in r.histograms), None)
-        inside = None if hist is None else hist.straddles(limit)
-        if hist is None:
-            problems.append(f"no {metric} histogram: the {metric} limit is not judged")
-        elif inside is not None and settings.interpolation == "bound":
-            problems.append(f"{metric} limit {limit:g} s is inside bucket ({inside[0]:g}, {inside[1]:g}]: "
-                            "requests there count as missed; a limit on a bucket bound is exact")
-    predicted, shares = None, {}
-    if o.prompt_histogram and o.generation_histogram:
-        demand = from_histograms(profile.model, profile.grid, o.prompt_histogram, o.generation_histogram, 1.0)
-        predicted = predicted_capacity(profile, demand)
-        shares = region_shares(profile, demand, settings)
-    else:
-        problems.append("no length histograms for this variant: the profile's capacity at its mix is unknown")
-    return VariantWindow(key, window_s, tuple(replicas), predicted, profile.slo, o.waiting_start, o.waiting_end,
-                         shares), problems
-
-
-def model_attainment(pods: Sequence[Mapping[str, list[tuple[float, float]]]], slo: SLO,
-                     settings: CalibrationSettings) -> float | None:
-    """What users of the model got over the window: every pod, warming ones too."""
-    merged: dict[str, LatencyHistogram] = {}
-    for pod in pods:
-        for metric, pairs in pod.items():
-            try:
-                hist = LatencyHistogram.from_buckets(pairs)
-                merged[metric] = merged[metric].merged(hist) if metric in merged else hist
-            except CalibrationError:
-                continue
-    att = attainment(merged, slo, settings.attainment_target, settings.interpolation)
-    return None if att is None else att.attainment
-
+from scaler.config import EVIDENCE_QUERIES, Config, ConfigError, duration_s, load
+from scaler.evidence import parse_evidence
+from scaler.prometheus import Observer
 
 # ---------------------------------------------------------------------------------------------- CLI
 
@@ -252,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     settings = CalibrationSettings(warmup_s=args.warmup, min_completions=args.min_completions)
     try:
         settings.checked()
-        window_s = window_seconds(args.window)
+        window_s = duration_s(args.window)
     except (CalibrationError, ValueError) as exc:
         print(f"gpumix calibrate: {exc}", file=sys.stderr)
         return 2
@@ -270,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_set_controls(url, controls, settings))
     overrides = {dest: getattr(args, dest) for _, dest, _ in FLAGS}
     overrides["kubernetes"] = args.kubernetes
+    overrides["calibration_window"] = args.window
     try:
         config = load(args.config, overrides)
     except ConfigError as exc:
@@ -296,30 +144,6 @@ async def _set_controls(url: str, controls: Sequence[tuple[str, bool | None, boo
     finally:
         await client.aclose()
     return 0
-
-
-async def _query_all(config: Config, window: str, at: float) -> dict[str, list[dict[str, Any]]]:
-    """The calibration queries at one time, over Prometheus' HTTP API, within the configured deadline."""
-    import aiohttp
-
-    timeout = aiohttp.ClientTimeout(total=config.prometheus_timeout)
-    url = f"{(config.prometheus or '').rstrip('/')}/api/v1/query"
-
-    async def one(session: aiohttp.ClientSession, template: str) -> list[dict[str, Any]]:
-        params = {"query": render(config, template, window), "time": f"{at:.3f}"}
-        async with session.get(url, params=params) as response:
-            if response.status != 200:
-                raise RuntimeError(f"HTTP {response.status}: {(await response.text())[:200]}")
-            body = await response.json()
-        result = body.get("data", {}).get("result") if isinstance(body, dict) else None
-        if not isinstance(result, list):
-            raise RuntimeError("answer is not a result vector")
-        return result
-
-    names = list(CALIBRATION_QUERIES)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        answers = await asyncio.gather(*(one(session, CALIBRATION_QUERIES[n]) for n in names))
-    return dict(zip(names, answers, strict=True))
 
 
 async def _report(config: Config, args: argparse.Namespace, settings: CalibrationSettings, window_s: float,
@@ -352,7 +176,12 @@ async def _report(config: Config, args: argparse.Namespace, settings: Calibratio
                     stored_controls[key] = await store.set_control(key, frozen=frozen,
                                                                    reset_at=now if reset else None)
         state = apply_control(state, stored_controls, settings)
-        results = await _query_all(config, args.window, time.time())
+        observer = Observer(config)
+        results, errors = await observer.run_queries(EVIDENCE_QUERIES, time.time())
+        if errors:
+            failed = ", ".join(f"{q}: {kind}" for q, kind in sorted(errors.items()))
+            print(f"gpumix calibrate: prometheus {config.prometheus}: {failed}", file=sys.stderr)
+            return 1
     except InventoryError as exc:
         print(f"gpumix calibrate: inventory {exc.source}:\n  - " + "\n  - ".join(exc.problems), file=sys.stderr)
         return 2
@@ -369,7 +198,7 @@ async def _report(config: Config, args: argparse.Namespace, settings: Calibratio
             with contextlib.suppress(Exception):
                 await redis_client.aclose()
 
-    seen = observations(config, results)
+    seen = parse_evidence(config, results)
     rows = []
     for model in inventory.models:
         for v in model.variants:
@@ -383,8 +212,8 @@ async def _report(config: Config, args: argparse.Namespace, settings: Calibratio
                 row["detail"] = status.detail
                 rows.append(row)
                 continue
-            obs = seen.get((v.namespace, v.name), VariantObservation(v.namespace, v.name, {}, {}, {}))
-            window, problems = variant_window(key, obs, status.profile, window_s, settings)
+            obs = seen.get(VariantId(v.namespace, v.name), VariantEvidence(window_s))
+            window, problems = variant_window(key, obs, status.profile, settings)
             verdict = judge(row["stored_factor"], window, settings)
             row.update(_observed(window, verdict))
             row["problems"] = problems
@@ -399,8 +228,10 @@ async def _report(config: Config, args: argparse.Namespace, settings: Calibratio
         usable = [p for v in model.variants if (p := profiles[VariantId(v.namespace, v.name)].profile) is not None]
         observed = None
         if usable:
-            pods = [pod for v in model.variants if (o := seen.get((v.namespace, v.name))) for pod in o.pods.values()]
-            observed = model_attainment(pods, model_slo(usable), settings)
+            evidence = [e for v in model.variants if (e := seen.get(VariantId(v.namespace, v.name))) is not None]
+            att = attainment(served_histograms(evidence), model_slo(usable), settings.attainment_target,
+                             settings.interpolation)
+            observed = None if att is None else att.attainment
         entry = state.models.get(key)
         models.append({"model": key, "utilization": state.utilization(key, settings),
                        "frozen": entry is not None and entry.frozen,

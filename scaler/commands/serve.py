@@ -136,8 +136,9 @@ def _high_availability(config: Config, ha: str, lease_s: float, redis_client: An
 async def serve(config: Config, started: asyncio.Event | None = None, ha: str = "off",
                 ha_lease_s: float = 15.0) -> int:
     from scaler import adapter, keda
+    from scaler.calibration_store import CalibrationStore
     from scaler.inventory import InventoryError, load_inventory
-    from scaler.loop import Controller, InventorySource, StaticInventory
+    from scaler.loop import Controller, InventorySource, StaticInventory, calibration_settings
     from scaler.prometheus import Observer
     from scaler.store import ProfileStore, StateStore, connect
     from scaler.table import Table
@@ -174,7 +175,8 @@ async def serve(config: Config, started: asyncio.Event | None = None, ha: str = 
             started_parts.push_async_callback(_close_quietly, redis_client)
         observer = Observer(config, on_error=table.counters.error)
         controller = Controller(config, inventory, observer, ProfileStore(config.profiles, redis_client),
-                                StateStore(redis_client), table)
+                                StateStore(redis_client), table,
+                                calibration=CalibrationStore(redis_client, calibration_settings(config)))
         try:
             grpc_server = await keda.start(table, config)
         except RuntimeError as exc:
