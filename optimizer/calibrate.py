@@ -444,7 +444,7 @@ def model_load(demand: Demand, fleet: Sequence[tuple[Profile, float]]) -> float 
     return demand.total / capacity if capacity > 0 else None
 
 
-MAX_UNSERVABLE_SHARE = 0.2
+MAX_UNSERVABLE_SHARE = 0.5
 
 
 def predicted_capacity(profile: Profile, demand: Demand) -> float | None:

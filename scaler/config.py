@@ -146,6 +146,7 @@ class Config:
     calibration: bool = True
     calibration_window: str = "2m"
     calibration_interval: float = 60.0
+    calibration_warmup: float = 180.0  # a replica's first seconds after it turned ready are not evidence
     attainment_target: float = 0.99
     utilization_min: float = 0.5
     utilization_max: float = 0.95
@@ -367,6 +368,8 @@ def validate(c: Config) -> list[str]:
             problems.append(f"{name}: must be a Prometheus duration like 1m or 30s, got {getattr(c, name)!r}")
     if c.calibration_interval <= 0:
         problems.append(f"calibration_interval: must be > 0, got {c.calibration_interval}")
+    if c.calibration_warmup < 0:
+        problems.append(f"calibration_warmup: must be >= 0 seconds, got {c.calibration_warmup}")
     if not 0 < c.attainment_target < 1:
         problems.append(f"attainment_target: must be in (0, 1), e.g. 0.99, got {c.attainment_target}")
     if not 0 < c.utilization_min <= c.utilization <= c.utilization_max <= 1:

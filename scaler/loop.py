@@ -68,6 +68,7 @@ class StaticInventory:
 def calibration_settings(config: Config) -> CalibrationSettings:
     return CalibrationSettings(
         factor_min=config.calibration_factor_min, factor_max=config.calibration_factor_max,
+        warmup_s=config.calibration_warmup,
         attainment_target=config.attainment_target, utilization_initial=config.utilization,
         utilization_min=config.utilization_min, utilization_max=config.utilization_max,
     )

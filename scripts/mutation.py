@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["tests/optimizer", "tests/service/test_answer.py", "tests/service/test_activation.py"]
+CAL = ("tests/calibration/test_cycle_calibration.py", "tests/calibration/test_rules.py")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,17 @@ MUTATIONS = (
     Mutation("unknown trigger keys refused", "scaler/answer.py", "    if unknown:\n", "    if False:\n"),
     Mutation("push streams end with OK on shutdown", "scaler/keda.py",
              "        self.scaler.stopping.set()", "        pass", ("tests/service/test_stream_shutdown.py",)),
+    Mutation("calibration learns only from FRESH cycles", "optimizer/cycle.py",
+             "        if verdicts[m.id] is not Verdict.FRESH or not evidence:", "        if not evidence:", CAL),
+    Mutation("corrected profiles planned", "optimizer/cycle.py",
+             "    corrected = apply(variant.profile, state.correction(str(variant.id), calibration))",
+             "    corrected = variant.profile", CAL),
+    Mutation("headroom lowered once per window of evidence", "optimizer/calibrate.py",
+             "if verdict.outcome is Outcome.DERATED and m.lowered_at is not None and now - m.lowered_at < mw.window_s:",
+             "if False:", CAL),
+    Mutation("calibration skips warming replicas", "optimizer/calibrate.py",
+             "    mature = [r for r in window.replicas if r.age_s >= settings.warmup_s + window.window_s]",
+             "    mature = list(window.replicas)", CAL),
     Mutation("HPA dead band", "optimizer/hpa.py",
              "    return 1.0 - tolerance_down <= ratio <= 1.0 + tolerance_up", "    return False",
              (*FAST, "tests/emulator")),
