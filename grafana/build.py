@@ -197,6 +197,19 @@ def model_dashboard() -> dict[str, Any]:
             (f"histogram_quantile(0.5, {itl_rate('le', MN, rate)})", "all p50"),
             ("vector($tpot_slo)", "SLO"),
         ], unit="s"),
+        row("Calibration"),
+        panel("Capacity correction per variant", [
+            (f"max by (variant) (gpumix_calibration_factor{{{M}}})", "{{variant}}"),
+            (f"max by (variant) (gpumix_calibration_frozen{{{M}}})", "{{variant}} frozen"),
+        ], description="The factor gpumix applies to each variant's profile capacity, learnt from its latency "
+           "histograms (1 = as profiled; below 1 the profile over-claims). `gpumix calibrate` shows the "
+           "evidence; `--freeze` / `--reset` act on it."),
+        panel("Headroom and SLO attainment", [
+            (f"max(gpumix_headroom_utilization{{{M}}})", "utilisation target u"),
+            (f"max(gpumix_slo_attainment{{{M}}}) or on () vector(1)", "attainment (last window)"),
+        ], unit="percentunit", minimum=0, maximum=1, description="The utilisation the planner sizes the model "
+           "for, adapted so the share of requests within the SLO tracks attainment_target; attainment is "
+           "shown once a window had enough requests."),
         row("GPUs"),
         panel("GPU utilisation per variant (DCGM)", [(GPU_UTIL_BY_VARIANT, "{{variant}}")], unit="percent",
               minimum=0, maximum=100, description="DCGM's duty cycle, averaged over each variant's pods (the "

@@ -882,14 +882,17 @@ GAUGE_HELP = {
 }
 
 
-def gauges(state: CalibrationState) -> list[Gauge]:
+def gauges(state: CalibrationState, model_of: Mapping[str, str] | None = None) -> list[Gauge]:
     """(name, labels, value) for /metrics: per variant its factor (and supported regions'), frozen flag;
     per model its utilisation target and last attainment. Keys are split at the first '/' into
-    namespace and name."""
+    namespace and name; `model_of` (variant key → model name) adds the variant's model label, as gpumix's
+    other per-variant gauges carry it."""
     out: list[Gauge] = []
     for key, v in sorted(state.variants.items()):
         ns, _, name = key.partition("/")
-        labels = {"namespace": ns, "variant": name}
+        model = (model_of or {}).get(key)
+        labels = {"namespace": ns, "variant": name} if model is None else {"namespace": ns, "model": model,
+                                                                           "variant": name}
         out.append(("gpumix_calibration_factor", labels, v.factor))
         out.append(("gpumix_calibration_frozen", labels, 1.0 if v.frozen else 0.0))
         for region, t in sorted(v.regions.items()):

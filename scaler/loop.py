@@ -31,6 +31,9 @@ from optimizer.calibrate import (
     CalibrationSettings,
     CalibrationState,
     CalibrationStep,
+    Gauge,
+    ModelHeadroom,
+    VariantCalibration,
     VariantEvidence,
     apply_control,
     gauges,
@@ -172,12 +175,23 @@ class Controller:
         published = publish_cycle(result, inventory, profiles, self.state.variants, currents,
                                   self.table.published, now)
         if settings.calibration is not None:
-            published = dataclasses.replace(published, calibration=tuple(gauges(self.calibration.state)))
+            published = dataclasses.replace(published, calibration=self._gauges(inputs, settings.calibration))
         self.table.publish(published)
         self.table.counters.cycle_seconds.observe(time.perf_counter() - started)
         self.cycles += 1
         self.last = result
         return published
+
+    def _gauges(self, inputs: list[ModelInput], settings: CalibrationSettings) -> tuple[Gauge, ...]:
+        """The calibration's gauges for every planned model and profiled variant: what nothing was learnt
+        for yet is planned as profiled (factor 1) at the initial utilisation, and says so."""
+        state = self.calibration.state
+        variants = {str(v.id): state.variants.get(str(v.id), VariantCalibration())
+                    for m in inputs for v in m.variants if v.profile is not None}
+        models = {str(m.id): state.models.get(str(m.id), ModelHeadroom(settings.utilization_initial))
+                  for m in inputs if any(v.profile is not None for v in m.variants)}
+        model_of = {str(v.id): m.id.name for m in inputs for v in m.variants}
+        return tuple(gauges(CalibrationState({**state.variants, **variants}, {**state.models, **models}), model_of))
 
     async def _evidence(self, now: float) -> dict[VariantId, VariantEvidence] | None:
         """The calibration's evidence when it is due (every `calibration_interval`), else None."""

@@ -161,7 +161,7 @@ def test_dashboards_have_the_required_panels() -> None:
                    "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:time_to_first_token_seconds",
                    "vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds",
                    'finished_reason!="abort"', "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
-                   "gpumix_solve_seconds",
+                   "gpumix_solve_seconds", "gpumix_calibration_factor", "gpumix_headroom_utilization",
                    "gpumix_data_age_seconds", "gpumix_observation_errors_total", "label_replace"):
         assert needle in exprs, needle
 
