@@ -49,6 +49,7 @@ class Run:
     cost_times: tuple[float, ...]
     cost_curve: tuple[float, ...]
     calibration: tuple[tuple[float, dict[str, float], float, float | None], ...]
+    causes: tuple[tuple[str, int], ...] = ()
 
 
 def one(job: tuple[str, float, str, float | None, int]) -> Run:
@@ -67,19 +68,21 @@ def one(job: tuple[str, float, str, float | None, int]) -> Run:
     at_settle = next((c for t, c in zip(times, cost, strict=False) if t >= SETTLE_S), cost[-1] if cost else 0.0)
     trail = tuple(policy.calibration_trace) if isinstance(policy, Gpumix) else ()
     return Run(kind, claim, name, result.attainment, result.cost, after, result.cost - at_settle, tuple(times),
-               tuple(cost), trail)
+               tuple(cost), trail, tuple(result.causes.items()))
 
 
 def table(runs: Sequence[Run], kind: str) -> list[str]:
     base = next((r for r in runs if r.claim == 1.0 and r.policy == "gpumix-uncalibrated"), None)
     lines = [f"### {TITLES.get(kind, kind)}", "",
              "| profiles claim | policy | SLO attainment | after 10 min | cost $ "
-             "| cost after 30 min ÷ uncalibrated 1.0× |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| cost after 30 min ÷ uncalibrated 1.0× | misses: routing / cold start / capacity/queueing |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for r in sorted(runs, key=lambda r: (r.claim, r.policy)):
         rel = f"{r.cost_after / base.cost_after:.2f}" if base is not None and base.cost_after > 0 else "–"
+        causes = dict(r.causes)
         lines.append(f"| {r.claim:g}× | {r.policy} | {100 * r.attainment:.2f} % | {100 * r.attainment_after:.2f} % | "
-                     f"{r.cost:.2f} | {rel} |")
+                     f"{r.cost:.2f} | {rel} | {causes.get('routing', 0)} / {causes.get('cold start', 0)} / "
+                     f"{causes.get('capacity/queueing', 0)} |")
     return lines
 
 
@@ -112,7 +115,8 @@ def plot(runs: Sequence[Run], path: Path) -> Path:
     for row, r in zip(axes, calibrated, strict=True):
         times = [t / 60 for t, *_ in r.calibration]
         for variant in sorted({v for _, f, _, _ in r.calibration for v in f}):
-            row[0].plot(times, [f.get(variant, float("nan")) for _, f, _, _ in r.calibration], label=variant[-6:])
+            factors = [f.get(variant, float("nan")) for _, f, _, _ in r.calibration]
+            row[0].plot(times, factors, label=variant.rsplit("-", 1)[-1])
         row[0].set_ylabel(f"{r.trace} {r.claim:g}×\nfactor k")
         row[0].axhline(1.0 / r.claim, color="grey", ls=":", lw=1)  # the truth: claim × k = 1
         row[0].legend(fontsize=6, loc="upper right")
@@ -125,7 +129,7 @@ def plot(runs: Sequence[Run], path: Path) -> Path:
     for ax in axes[-1]:
         ax.set_xlabel("minutes")
     fig.suptitle("online calibration: factors (dotted: 1 / claim) and headroom over time")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -154,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              "run.", ""]
     for kind in kinds:
         mine = [r for r in runs if r.trace == kind]
-        lines += [*table(mine, kind), "", *goals(mine, kind), ""]
-        print("\n".join(lines[-(len(mine) + 8):]), flush=True)
+        section = [*table(mine, kind), "", *goals(mine, kind), ""]
+        lines += section
+        print("\n".join(section), flush=True)
     png = plot(runs, OUT / "online-calibration.png")
     lines.append(f"Plot: `bench/out/{png.name}`.")
     if not args.no_write:
