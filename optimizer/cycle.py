@@ -31,13 +31,17 @@ from optimizer.decide import ModelState, Settings, VariantState, decide
 from optimizer.defaults import DEFAULT_SCALE_DOWN_WINDOW_S, KEDA_DEFAULT_MAX_REPLICAS
 from optimizer.demand import Demand, zero_demand
 from optimizer.estimate import Estimate, LengthFacts, estimate_demand
-from optimizer.forecast import peak_hold
+from optimizer.forecast import trend_peak
 from optimizer.ids import ModelId, VariantId
 from optimizer.profile import Profile, common_grid
 from optimizer.program import Plan, Planner
 from optimizer.stabilize import prune
 
 History = Mapping[VariantId, Sequence[tuple[float, int]]]
+
+# Pod created → serving for a 7B model on one GPU: image pull, weights load, CUDA graphs (the bundled fleet's
+# 150–180 s); used for a variant whose inventory gives none.
+DEFAULT_COLD_START_S = 180.0
 
 
 class Verdict(enum.Enum):
@@ -89,6 +93,7 @@ class VariantInput:
     scale_down_window_s: float = DEFAULT_SCALE_DOWN_WINDOW_S
     pool: str | None = None
     gpus_per_replica: int | None = None
+    cold_start_s: float | None = None  # pod created → serving; None: CycleSettings.cold_start_s
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,8 @@ class CycleSettings:
     max_sample_age_s: float = 60.0
     min_window_coverage: float = 0.9  # below it a rate() under-counts (Prometheus restart, a missed scrape, new pod)
     forecast_horizon_s: float = 0.0  # > 0: plan for the peak of the estimates of this horizon (peak hold)
+    forecast_trend_s: float = 0.0  # > 0: and for their linear trend over this look-back, one cold start ahead
+    cold_start_s: float = DEFAULT_COLD_START_S  # a variant's cold start when its input does not give one
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,36 @@ def min_replicas_in_force(min_replicas: int, demand: Demand) -> int:
     return min_replicas if demand.total <= 0 else 0
 
 
+def cold_start_of(v: VariantInput, settings: CycleSettings) -> float:
+    return settings.cold_start_s if v.cold_start_s is None else v.cold_start_s
+
+
+def starting(v: VariantInput) -> int:
+    """Replicas ordered and not yet ready (0 when either count is unknown)."""
+    if v.current_replicas is None or v.ready_replicas is None:
+        return 0
+    return max(0, v.current_replicas - v.ready_replicas)
+
+
+def arrival_lead_s(variants: Sequence[VariantInput], settings: CycleSettings) -> float:
+    """How long until the capacity already ordered serves: at most the longest cold start among the
+    variants with replicas starting; 0 when nothing is on its way."""
+    return max((cold_start_of(v, settings) for v in variants if starting(v) > 0), default=0.0)
+
+
+def forecast_lead_s(variants: Sequence[VariantInput], settings: CycleSettings) -> float:
+    """How far ahead the forecast looks: the longest cold start of the variants gpumix may order."""
+    return max((cold_start_of(v, settings) for v in variants if v.profile is not None), default=0.0)
+
+
+def arriving_floor(v: VariantInput, backlog: float) -> int:
+    """Replicas on their way are kept while the backlog they were ordered for is there: they serve within
+    their cold start, and releasing them to order again later restarts the wait."""
+    if backlog > 0 and starting(v) > 0 and v.current_replicas is not None:
+        return v.current_replicas
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ the cycle
 
 
@@ -226,9 +263,16 @@ def _demand(model: ModelInput, verdict: Verdict, profiles: Sequence[Profile],
     assert model.series is not None
     rates = list(model.series.variants.values())
     completions = sum(s.completions_rps or 0.0 for s in rates)
-    waiting = sum(s.waiting or 0.0 for s in rates)
-    est = estimate_demand(str(model.id), completions, waiting, model.series.lengths, grid, settings.drain_time_s)
+    # The queue is drained by capacity that serves: what is starting serves only after its cold start, so a
+    # backlog that grows meanwhile is spread over that lead plus the drain time instead of being ordered
+    # again, cycle after cycle, for the same requests.
+    drain = settings.drain_time_s + arrival_lead_s(model.variants, settings)
+    est = estimate_demand(str(model.id), completions, _backlog(model), model.series.lengths, grid, drain)
     return est.demand, est
+
+
+def _backlog(model: ModelInput) -> float:
+    return 0.0 if model.series is None else sum(s.waiting or 0.0 for s in model.series.variants.values())
 
 
 def run_cycle(models: Sequence[ModelInput], history: History, now: float, settings: CycleSettings,
@@ -242,17 +286,19 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
         verdict, why, age = demand_verdict(m, now, settings)
         usable = [v.profile for v in m.variants if v.profile is not None]
         demand, est = _demand(m, verdict, usable, settings)
-        if demand is not None and settings.forecast_horizon_s > 0:
-            horizon = settings.forecast_horizon_s
+        if demand is not None and (settings.forecast_horizon_s > 0 or settings.forecast_trend_s > 0):
+            horizon = max(settings.forecast_horizon_s, settings.forecast_trend_s)
             earlier = [(t, d) for t, d in (recent or {}).get(m.id, ())
                        if now - horizon <= t < now and d.grid == demand.grid]
             kept[m.id] = [*earlier, (now, demand)]
-            demand = peak_hold(kept[m.id], now, horizon)
+            demand = trend_peak(kept[m.id], now, settings.forecast_horizon_s, settings.forecast_trend_s,
+                                forecast_lead_s(m.variants, settings))
         verdicts[m.id] = (verdict, why, age, demand, est)
         variant_states = []
         for v in m.variants:
             by_name[str(v.id)] = v.id
-            floor = 0 if demand is None else min_replicas_in_force(v.min_replicas, demand)
+            floor = 0 if demand is None else max(min_replicas_in_force(v.min_replicas, demand),
+                                                 arriving_floor(v, _backlog(m)))
             variant_states.append(VariantState(
                 name=str(v.id), profile=v.profile, min_replicas=floor, max_replicas=v.max_replicas,
                 current_replicas=v.current_replicas, scale_down_window_s=v.scale_down_window_s, pool=v.pool,

@@ -60,6 +60,8 @@ def cycle_settings(config: Config, inventory: Inventory) -> CycleSettings:
         drain_time_s=config.drain_time,
         max_sample_age_s=config.max_sample_age,
         forecast_horizon_s=config.forecast_horizon,
+        forecast_trend_s=config.forecast_trend,
+        cold_start_s=config.cold_start,
     )
 
 
@@ -80,6 +82,7 @@ def model_inputs(config: Config, inventory: Inventory, obs: Observation,
                 id=vid, profile=profiles[vid].profile, min_replicas=v.min_replicas, max_replicas=v.max_replicas,
                 current_replicas=current, ready_replicas=ready, scale_down_window_s=v.scale_down_window_s,
                 pool=v.accelerator, gpus_per_replica=v.gpus_per_replica if v.gpus_per_replica != 1 else None,
+                cold_start_s=v.cold_start_s,
             ))
         facts = obs.models.get((model.namespace, model.name))
         series = None if facts is None else facts.series(model.namespace, config.rate_window_s, config.scrape_interval)

@@ -267,7 +267,7 @@ def fleet_inventory(spec: FleetSpec) -> Inventory:
     variants = tuple(
         VariantInfo(name=v.name, model=spec.model, namespace=spec.namespace, accelerator=v.accelerator,
                     gpus_per_replica=v.gpus, min_replicas=v.min_replicas, max_replicas=v.max_replicas,
-                    scale_down_window_s=v.scale_down_window_s)
+                    scale_down_window_s=v.scale_down_window_s, cold_start_s=v.cold_start_s)
         for v in spec.variants
     )
     return Inventory((ModelInfo(spec.model, spec.namespace, variants),))
