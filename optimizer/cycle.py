@@ -263,16 +263,36 @@ def _demand(model: ModelInput, verdict: Verdict, profiles: Sequence[Profile],
     assert model.series is not None
     rates = list(model.series.variants.values())
     completions = sum(s.completions_rps or 0.0 for s in rates)
-    # The queue is drained by capacity that serves: what is starting serves only after its cold start, so a
-    # backlog that grows meanwhile is spread over that lead plus the drain time instead of being ordered
-    # again, cycle after cycle, for the same requests.
-    drain = settings.drain_time_s + arrival_lead_s(model.variants, settings)
-    est = estimate_demand(str(model.id), completions, _backlog(model), model.series.lengths, grid, drain)
+    est = estimate_demand(str(model.id), completions, _backlog(model), model.series.lengths, grid,
+                          _drain_time(model, settings))
     return est.demand, est
 
 
 def _backlog(model: ModelInput) -> float:
     return 0.0 if model.series is None else sum(s.waiting or 0.0 for s in model.series.variants.values())
+
+
+def _drain_time(model: ModelInput, settings: CycleSettings) -> float:
+    # The queue is drained by capacity that serves: what is starting serves only after its cold start, so a
+    # backlog that grows meanwhile is spread over that lead plus the drain time instead of being ordered
+    # again, cycle after cycle, for the same requests.
+    return settings.drain_time_s + arrival_lead_s(model.variants, settings)
+
+
+def _forecast(model: ModelInput, demand: Demand, now: float, settings: CycleSettings,
+              recent: Sequence[tuple[float, Demand]]) -> tuple[Demand, list[tuple[float, Demand]]]:
+    """The demand to plan for and the look-back to keep. What is forecast is the served part of the estimate;
+    the backlog term is added back as it is now: a queue is drained once, it is neither a peak to hold nor
+    a trend to project (a queue growing while capacity is on its way would otherwise be extrapolated)."""
+    horizon = max(settings.forecast_horizon_s, settings.forecast_trend_s)
+    backlog_rps = _backlog(model) / _drain_time(model, settings)
+    share = min(1.0, backlog_rps / demand.total) if demand.total > 0 else 0.0
+    served = Demand(demand.model, demand.grid, demand.rates * (1.0 - share))
+    kept = [*((t, d) for t, d in recent if now - horizon <= t < now and d.grid == demand.grid), (now, served)]
+    ahead = trend_peak(kept, now, settings.forecast_horizon_s, settings.forecast_trend_s,
+                       forecast_lead_s(model.variants, settings))
+    assert ahead is not None  # the latest estimate is inside every horizon
+    return Demand(demand.model, demand.grid, ahead.rates + demand.rates * share), kept
 
 
 def run_cycle(models: Sequence[ModelInput], history: History, now: float, settings: CycleSettings,
@@ -287,12 +307,7 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
         usable = [v.profile for v in m.variants if v.profile is not None]
         demand, est = _demand(m, verdict, usable, settings)
         if demand is not None and (settings.forecast_horizon_s > 0 or settings.forecast_trend_s > 0):
-            horizon = max(settings.forecast_horizon_s, settings.forecast_trend_s)
-            earlier = [(t, d) for t, d in (recent or {}).get(m.id, ())
-                       if now - horizon <= t < now and d.grid == demand.grid]
-            kept[m.id] = [*earlier, (now, demand)]
-            demand = trend_peak(kept[m.id], now, settings.forecast_horizon_s, settings.forecast_trend_s,
-                                forecast_lead_s(m.variants, settings))
+            demand, kept[m.id] = _forecast(m, demand, now, settings, (recent or {}).get(m.id, ()))
         verdicts[m.id] = (verdict, why, age, demand, est)
         variant_states = []
         for v in m.variants:

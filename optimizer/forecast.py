@@ -98,6 +98,11 @@ def trend_peak(observations: Sequence[Observation], now: float, peak_s: float, t
     slope, level = np.polyfit(times - now, totals, 1)
     spread = float(np.sum((totals - totals.mean()) ** 2))
     explained = 1.0 - float(np.sum((totals - (level + slope * (times - now))) ** 2)) / spread if spread > 0 else 0.0
+    # A ramp that flattens is still a good line over the whole look-back: the slope of its latter half, when
+    # smaller, is the one projected (the trend as it is now, not as it was).
+    late = times >= now - trend_s / 2
+    if int(late.sum()) >= MIN_TREND_POINTS:
+        slope = min(slope, float(np.polyfit(times[late] - now, totals[late], 1)[0]))
     projected = float(level + slope * min(lead_s, trend_s))
     latest = recent[-1][1]
     if slope <= 0 or explained < MIN_TREND_FIT or projected <= held.total or latest.total <= 0:

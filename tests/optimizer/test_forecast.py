@@ -76,6 +76,11 @@ TREND_CASES = [
     ("no lead: the latest estimate", ramp(range(1, 10)), 120.0, 0.0, 9.0),
     ("a falling trend releases nothing", ramp(range(9, 0, -1)), 120.0, 60.0, 1.0),
     ("a lone burst is no trend (poor fit)", ramp([1, 1, 1, 1, 1, 1, 1, 1, 9]), 120.0, 60.0, 9.0),
+    # the line of this step (R² ≈ 0.5) would project above 10 req/s
+    ("a step after a flat run is no trend (poor fit)", ramp([1, 1, 1, 1, 1, 1, 1, 9, 9]), 120.0, 60.0, 9.0),
+    # the falling line's level (≈ 0.66) lies above the latest 0.1, and 5 s ahead still above it
+    ("a falling line is never projected, even above the latest", ramp([9, 8, 7, 6, 5, 4, 3, 2, 0.1]), 120.0, 5.0,
+     0.1),
     ("too few estimates: no trend", ramp([1, 5]), 120.0, 60.0, 5.0),
     ("estimates older than the look-back do not count", ramp([1, 2, 3, 4, 5, 5, 5, 5, 5]), 60.0, 60.0, 5.0),
 ]
@@ -112,3 +117,16 @@ def test_trend_raises_the_peak_hold_never_lowers_it():
 def test_bad_lead_is_refused():
     with pytest.raises(ForecastError, match="lead_s"):
         trend_peak([(0.0, demand(1, 1))], 0.0, 0.0, 60.0, float("nan"))
+
+
+def test_a_flattening_ramp_projects_the_slope_of_its_latter_half():
+    # 1 → 5 in a minute, then +0.1 per 15 s: the whole look-back's line (R² ≈ 0.85) is steeper than the trend
+    # as it is now; the projection takes the line's level at now and the latter half's slope.
+    values = [1, 2, 3, 4, 5, 5.1, 5.2, 5.3, 5.4]
+    obs = ramp(values)
+    now = obs[-1][0]
+    t = np.array([x for x, _ in obs]) - now
+    level = np.polyfit(t, values, 1)[1]
+    late_slope = np.polyfit(t[t >= -60.0], np.array(values)[t >= -60.0], 1)[0]
+    got = trend_peak(obs, now, 0.0, 120.0, 60.0)
+    assert got is not None and got.total == pytest.approx(level + late_slope * 60.0)
