@@ -9,12 +9,16 @@ here, so the replay measures what the service decides. The steps, per model:
    PARTIAL and IDLE are planned; every other verdict keeps the variants' last recommendations (missing data
    never shrinks a fleet) and does not renew their decision time, so a long outage ends in UNAVAILABLE and
    KEDA's fallback rather than in a silent number.
-2. **Estimate** (`optimizer.estimate`): completions + waiting / drain_time over all variants, spread by the
-   length histograms; with a forecast horizon, raised to the peak of the horizon's estimates
-   (`optimizer.forecast.peak_hold`).
+2. **Estimate** (`optimizer.estimate`): completions + waiting / drain time over all variants, spread by the
+   length histograms. The drain time grows by the cold start of replicas already on their way
+   (`arrival_lead_s`): the queue waits for them, it is not ordered again every cycle while it grows.
+   **Forecast** (`optimizer.forecast.trend_peak`): the served part of the estimate raised to the peak of
+   `forecast_horizon_s` and to the linear trend of `forecast_trend_s` projected one cold start ahead
+   (`forecast_lead_s`); the backlog term is added back as it is now.
 3. **Decide** (`optimizer.decide`): plan every planned model together (shared pools), held capacity,
    hysteresis. `min_replicas` applies only while the model has no workload (AIBrix's meaning of
-   `model.aibrix.ai/min_replicas`: "only affects the system when there is no workload").
+   `model.aibrix.ai/min_replicas`: "only affects the system when there is no workload"). Replicas on their
+   way are a floor while the backlog they were ordered for waits (`arriving_floor`).
 4. **Never lower on partial data**: a PARTIAL model (a variant whose replicas serve reports no series, NaN,
    stale samples or a rate window not yet covered) publishes no less than its last recommendation.
 5. **History**: the published recommendation appended (pruned to what the HPA's window needs) for every

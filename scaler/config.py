@@ -95,10 +95,11 @@ class Config:
     fast_interval: float = 2.0  # how often waiting requests are checked for scale-from-zero
     drain_time: float = 60.0  # seconds in which the queue should be drained: adds waiting/drain_time req/s
     forecast_horizon: float = 0.0  # > 0: plan for the peak demand of this many seconds (cold start lead time)
-    # Plan for the demand's linear trend over this look-back, projected one cold start ahead (0: off). One
-    # cold start back for one ahead: a rise seen for as long as a replica takes to start is what must be
-    # ordered now to be served when it is ready (optimizer/forecast.py trend_peak; BENCHMARKS.md replay).
-    forecast_trend: float = 180.0
+    # Plan for the demand's linear trend over this look-back, projected one cold start ahead (0: off). It must
+    # be longer than a burst's rising edge, or bursts pass for trends: 300 s (the HPA's default scale-down
+    # window, the time scale capacity is held over anyway); at 180 s the code trace's bursts cost 1.6× (see
+    # optimizer/forecast.py trend_peak and BENCHMARKS.md, replay).
+    forecast_trend: float = 300.0
     cold_start: float = 180.0  # seconds from pod created to serving, for variants whose inventory gives none
     rate_window: str = "1m"
     scrape_interval: float = 15.0  # Prometheus' scrape interval for the vLLM pods (how many samples a window holds)

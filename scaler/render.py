@@ -153,7 +153,8 @@ def _spec_tree(model: ModelInfo, variant: VariantInfo, options: RenderOptions) -
         stabilization=_C(
             window,
             "The same window gpumix plans with (inventory scale_down_window_s): gpumix counts replicas "
-            "held by this window as capacity already paid for, so the two must agree.",
+            "held by this window as capacity already paid for, so the two must agree. Never shorter than "
+            "the variant's cold start (rent or buy: released sooner, a replica needed again costs more).",
         ),
     )
     scale_down["policies"] = _C(
@@ -305,6 +306,22 @@ def _emit(node: Any, indent: int, out: list[str]) -> None:
     out.append(f"{pad}{_scalar(node)}")
 
 
+def check_windows(models: Iterable[ModelInfo]) -> None:
+    """Rent or buy: a replica released and needed again costs its cold start (paid, not serving) and the
+    requests that wait for it; kept idle it costs its price per second. Releasing it before it has been idle
+    for as long as a cold start is therefore never cheaper than keeping it (the break-even of the ski-rental
+    problem, which prices are equal on both sides of: they cancel). The HPA's scale-down window is exactly
+    "idle for that long", so a window shorter than the variant's cold start is refused; all at once."""
+    problems = [
+        f"variant {v.namespace}/{v.name}: scale_down_window_s {v.scale_down_window_s:g} is shorter than its "
+        f"cold_start_s {v.cold_start_s:g}: replicas would be released before a restart could pay off"
+        for m in models for v in m.variants
+        if v.cold_start_s is not None and v.scale_down_window_s < v.cold_start_s
+    ]
+    if problems:
+        raise RenderError("; ".join(problems))
+
+
 def render_yaml(model: ModelInfo, variant: VariantInfo, options: RenderOptions | None = None) -> str:
     options = options or RenderOptions()
     out = _wrap(
@@ -334,6 +351,7 @@ def render_all(models: Iterable[ModelInfo], options: RenderOptions | None = None
     options = options or RenderOptions()
     tolerance_for(options)
     check_names(models)
+    check_windows(models)
     return [
         (f"{v.namespace}-{v.scaled_object or v.name}.yaml", render_yaml(m, v, options))
         for m in models

@@ -6,7 +6,9 @@ would (arrivals so far, the fleet's snapshot) except `oracle`, which knows the f
   which moves the Deployments. Demand: arrival rate per bucket over the last minute (the joint length
   distribution, exactly) plus the backlog to drain. The service estimates the same total from completions
   + waiting/drain_time and spreads it by marginal length histograms, so this is slightly optimistic.
-- `gpumix-hold[:seconds]`: the same, planning for the peak demand of the recent horizon (default: the
+  The service's defaults apply, the trend forecast (`forecast_trend`, 300 s) included, and each variant's
+  cold start comes from the fleet (the inventory's `cold_start_s`).
+- `gpumix-hold[:seconds]`: the same, also holding the peak demand of the recent horizon (default: the
   longest cold start) instead of the last minute (optimizer.forecast.peak_hold).
 - `hpa-gke:<variant>`: the HPA as GKE's LLM-inference guide sets it up on one accelerator type: waiting +
   running requests per pod (queue plus batch) as an AverageValue metric, the target from a load test of one
