@@ -423,6 +423,7 @@ class Yardstick:
     clairvoyant_cost: float | None  # the clairvoyant MILP's schedule over the load (sim/clairvoyant.py)
     cost_to_last_arrival: float  # what the demo's fleet spent until the last arrival
     window_s: float
+    clairvoyant_peak: int | None = None  # the most replicas alive at once in that schedule
 
     def text(self, peak: int) -> str:
         total = sum(self.need.values())
@@ -432,7 +433,8 @@ class Yardstick:
         if self.clairvoyant_cost:
             line += (f"\ncost until the last arrival ${self.cost_to_last_arrival:.3f} = "
                      f"{self.cost_to_last_arrival / self.clairvoyant_cost:.2f}× the clairvoyant's "
-                     f"${self.clairvoyant_cost:.3f} (knows the arrivals, orders a cold start ahead)")
+                     f"${self.clairvoyant_cost:.3f} (knows the arrivals, orders a cold start ahead; "
+                     f"its peak fleet {self.clairvoyant_peak})")
         return line
 
 
@@ -465,12 +467,13 @@ def yardstick(spec: FleetSpec, arrivals: Arrivals, timing: Timing, min_replicas:
         schedule = solve(floors, trace, decision_s=2 * timing.interval_s, check_s=timing.interval_s,
                          time_limit_s=5.0, window_s=window)
         bound: float | None = schedule.cost
+        bound_peak: int | None = int(schedule.replicas.sum(axis=0).max())
     except (RuntimeError, ValueError) as exc:  # the report goes on without the ratio
         log.warning("clairvoyant_failed", error=str(exc))
-        bound = None
+        bound, bound_peak = None, None
     until = trace.duration
     spent = next((s.cost for s in samples if s.t >= until), samples[-1].cost if samples else 0.0)
-    return Yardstick({k: n for k, n in need.items()}, bound, spent, window)
+    return Yardstick(need, bound, spent, window, bound_peak)
 
 
 
