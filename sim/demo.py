@@ -68,9 +68,6 @@ class Timing:
     rate_window: str = "15s"
     drain_time_s: float = 10.0
     scrape_interval: str = "1s"
-    # Off: the service's 300 s look-back is 13 s on this clock, and the thinned trace's bursts rise for about
-    # that long, so they would pass for trends (what 180 s does to the code trace in replay).
-    forecast_trend_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -161,7 +158,7 @@ class Stack:
             "grpc_port": self.grpc_port, "http_port": self.http_port, "bind": "127.0.0.1",
             "interval": t.interval_s, "fast_interval": t.fast_interval_s, "rate_window": t.rate_window,
             "drain_time": t.drain_time_s, "max_sample_age": 30.0, "log_level": "info",
-            "forecast_trend": t.forecast_trend_s, "cold_start": t.cold_start_s,
+            "cold_start": t.cold_start_s,
         }
         (self.workdir / "gpumix.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUMIX_")}
