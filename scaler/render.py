@@ -153,8 +153,7 @@ def _spec_tree(model: ModelInfo, variant: VariantInfo, options: RenderOptions) -
         stabilization=_C(
             window,
             "The same window gpumix plans with (inventory scale_down_window_s): gpumix counts replicas "
-            "held by this window as capacity already paid for, so the two must agree. Never shorter than "
-            "the variant's cold start (rent or buy: released sooner, a replica needed again costs more).",
+            "held by this window as capacity already paid for, so the two must agree.",
         ),
     )
     scale_down["policies"] = _C(
