@@ -301,7 +301,7 @@ def _forecast(model: ModelInput, demand: Demand, now: float, settings: CycleSett
 
 def run_cycle(models: Sequence[ModelInput], history: History, now: float, settings: CycleSettings,
               planner: Planner, recent: Mapping[ModelId, Sequence[tuple[float, Demand]]] | None = None) -> CycleResult:
-    """`recent`: the model's estimates of earlier cycles (what the peak-hold forecast looks back on)."""
+    """`recent`: the served part of the model's estimates of earlier cycles (what the forecast looks back on)."""
     by_name: dict[str, VariantId] = {}
     kept: dict[ModelId, list[tuple[float, Demand]]] = {}
     states: list[ModelState] = []

@@ -9,12 +9,12 @@ little; on traffic made of bursts separated by gaps shorter than a cold start, i
 bursts need instead of releasing it in every gap and ordering it again too late.
 
     peak_hold(observations, now, horizon_s) -> Demand | None
-    trend_peak(observations, now, horizon_s, lead_s) -> Demand | None
+    trend_peak(observations, now, peak_s, trend_s, lead_s) -> Demand | None
 
 A ramp is the other case a peak hold misses: demand that rises steadily for longer than a cold start is
 always one cold start ahead of what was ordered. `trend_peak` adds Holt's linear trend (Hyndman &
 Athanasopoulos, *Forecasting: Principles and Practice*, 3rd ed., §8.2): the least-squares level and slope of
-the horizon's totals, the level projected one lead time (the cold start) ahead, rises only — a falling trend
+the look-back's totals, the level projected one lead time (the cold start) ahead, rises only — a falling trend
 never releases capacity early; releasing is the scale-down window's job. Peers: Knative's KPA holds its
 count while in panic mode ("the Revision will not scale down to avoid churn"); Dynamo's SLA planner
 predicts the next interval's load (constant, ARIMA, Prophet or a Kalman filter on level and trend).

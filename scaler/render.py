@@ -307,10 +307,11 @@ def _emit(node: Any, indent: int, out: list[str]) -> None:
 
 def check_windows(models: Iterable[ModelInfo]) -> None:
     """Rent or buy: a replica released and needed again costs its cold start (paid, not serving) and the
-    requests that wait for it; kept idle it costs its price per second. Releasing it before it has been idle
-    for as long as a cold start is therefore never cheaper than keeping it (the break-even of the ski-rental
-    problem, which prices are equal on both sides of: they cancel). The HPA's scale-down window is exactly
-    "idle for that long", so a window shorter than the variant's cold start is refused; all at once."""
+    requests that wait for it; kept idle it costs its price per second. The ski-rental break-even — keep it
+    until its idle cost equals a restart's, which, the price cancelling, is one cold start — never pays more
+    than twice what knowing the future would; releasing sooner loses that bound. The HPA's scale-down window
+    is exactly "idle for that long", so a window shorter than the variant's cold start is refused, every
+    such variant at once."""
     problems = [
         f"variant {v.namespace}/{v.name}: scale_down_window_s {v.scale_down_window_s:g} is shorter than its "
         f"cold_start_s {v.cold_start_s:g}: replicas would be released before a restart could pay off"
