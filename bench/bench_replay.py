@@ -37,7 +37,8 @@ from sim.traces import BUILTIN, builtin, truncated
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "out"
-DEFAULT_POLICIES = ("gpumix", "gpumix-hold:180", "hpa-gke", "hpa-queue", "static-peak", "oracle")
+DEFAULT_POLICIES = ("gpumix", "gpumix-hold:180", "gpumix-trend:300", "hpa-gke", "hpa-queue", "static-peak",
+                    "oracle")
 TITLES = {
     "code": "Azure LLM code trace (bundled, 1 h, bursty)",
     "diurnal": "synthetic diurnal Poisson (seed 1, 1 h, 4 req/s ± 60 %)",

@@ -9,12 +9,16 @@ here, so the replay measures what the service decides. The steps, per model:
    PARTIAL and IDLE are planned; every other verdict keeps the variants' last recommendations (missing data
    never shrinks a fleet) and does not renew their decision time, so a long outage ends in UNAVAILABLE and
    KEDA's fallback rather than in a silent number.
-2. **Estimate** (`optimizer.estimate`): completions + waiting / drain_time over all variants, spread by the
-   length histograms; with a forecast horizon, raised to the peak of the horizon's estimates
-   (`optimizer.forecast.peak_hold`).
+2. **Estimate** (`optimizer.estimate`): completions + waiting / drain time over all variants, spread by the
+   length histograms. The drain time grows by the cold start of replicas already on their way
+   (`arrival_lead_s`): the queue waits for them, it is not ordered again every cycle while it grows.
+   **Forecast** (`optimizer.forecast.trend_peak`): the served part of the estimate raised to the peak of
+   `forecast_horizon_s` and to the linear trend of `forecast_trend_s` projected one cold start ahead
+   (`forecast_lead_s`); the backlog term is added back as it is now.
 3. **Decide** (`optimizer.decide`): plan every planned model together (shared pools), held capacity,
    hysteresis. `min_replicas` applies only while the model has no workload (AIBrix's meaning of
-   `model.aibrix.ai/min_replicas`: "only affects the system when there is no workload").
+   `model.aibrix.ai/min_replicas`: "only affects the system when there is no workload"). Replicas on their
+   way are a floor while the backlog they were ordered for waits (`arriving_floor`).
 4. **Never lower on partial data**: a PARTIAL model (a variant whose replicas serve reports no series, NaN,
    stale samples or a rate window not yet covered) publishes no less than its last recommendation.
 5. **History**: the published recommendation appended (pruned to what the HPA's window needs) for every
@@ -44,13 +48,17 @@ from optimizer.decide import ModelState, Settings, VariantState, decide
 from optimizer.defaults import DEFAULT_SCALE_DOWN_WINDOW_S, KEDA_DEFAULT_MAX_REPLICAS
 from optimizer.demand import Demand, zero_demand
 from optimizer.estimate import Estimate, LengthFacts, estimate_demand
-from optimizer.forecast import peak_hold
+from optimizer.forecast import trend_peak
 from optimizer.ids import ModelId, VariantId
 from optimizer.profile import Profile, common_grid
 from optimizer.program import Plan, Planner
 from optimizer.stabilize import prune
 
 History = Mapping[VariantId, Sequence[tuple[float, int]]]
+
+# Pod created → serving for a 7B model on one GPU: image pull, weights load, CUDA graphs (the bundled fleet's
+# 150–180 s); used for a variant whose inventory gives none.
+DEFAULT_COLD_START_S = 180.0
 
 
 class Verdict(enum.Enum):
@@ -103,6 +111,7 @@ class VariantInput:
     pool: str | None = None
     gpus_per_replica: int | None = None
     evidence: VariantEvidence | None = None  # latency and load over the calibration window; None: not this cycle
+    cold_start_s: float | None = None  # pod created → serving; None: CycleSettings.cold_start_s
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,8 @@ class CycleSettings:
     min_window_coverage: float = 0.9  # below it a rate() under-counts (Prometheus restart, a missed scrape, new pod)
     forecast_horizon_s: float = 0.0  # > 0: plan for the peak of the estimates of this horizon (peak hold)
     calibration: CalibrationSettings | None = None  # None: profiles as they are, the configured utilisation
+    forecast_trend_s: float = 0.0  # > 0: and for their linear trend over this look-back, one cold start ahead
+    cold_start_s: float = DEFAULT_COLD_START_S  # a variant's cold start when its input does not give one
 
 
 @dataclass(frozen=True)
@@ -267,6 +278,36 @@ def planning_profile(variant: VariantInput, model: ModelId, state: CalibrationSt
     return corrected if scale == 1.0 else corrected.with_capacity(corrected.grid, corrected.capacity * scale)
 
 
+def cold_start_of(v: VariantInput, settings: CycleSettings) -> float:
+    return settings.cold_start_s if v.cold_start_s is None else v.cold_start_s
+
+
+def starting(v: VariantInput) -> int:
+    """Replicas ordered and not yet ready (0 when either count is unknown)."""
+    if v.current_replicas is None or v.ready_replicas is None:
+        return 0
+    return max(0, v.current_replicas - v.ready_replicas)
+
+
+def arrival_lead_s(variants: Sequence[VariantInput], settings: CycleSettings) -> float:
+    """How long until the capacity already ordered serves: at most the longest cold start among the
+    variants with replicas starting; 0 when nothing is on its way."""
+    return max((cold_start_of(v, settings) for v in variants if starting(v) > 0), default=0.0)
+
+
+def forecast_lead_s(variants: Sequence[VariantInput], settings: CycleSettings) -> float:
+    """How far ahead the forecast looks: the longest cold start of the variants gpumix may order."""
+    return max((cold_start_of(v, settings) for v in variants if v.profile is not None), default=0.0)
+
+
+def arriving_floor(v: VariantInput, backlog: float) -> int:
+    """Replicas on their way are kept while the backlog they were ordered for is there: they serve within
+    their cold start, and releasing them to order again later restarts the wait."""
+    if backlog > 0 and starting(v) > 0 and v.current_replicas is not None:
+        return v.current_replicas
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ the cycle
 
 
@@ -280,15 +321,42 @@ def _demand(model: ModelInput, verdict: Verdict, profiles: Sequence[Profile],
     assert model.series is not None
     rates = list(model.series.variants.values())
     completions = sum(s.completions_rps or 0.0 for s in rates)
-    waiting = sum(s.waiting or 0.0 for s in rates)
-    est = estimate_demand(str(model.id), completions, waiting, model.series.lengths, grid, settings.drain_time_s)
+    est = estimate_demand(str(model.id), completions, _backlog(model), model.series.lengths, grid,
+                          _drain_time(model, settings))
     return est.demand, est
+
+
+def _backlog(model: ModelInput) -> float:
+    return 0.0 if model.series is None else sum(s.waiting or 0.0 for s in model.series.variants.values())
+
+
+def _drain_time(model: ModelInput, settings: CycleSettings) -> float:
+    # The queue is drained by capacity that serves: what is starting serves only after its cold start, so a
+    # backlog that grows meanwhile is spread over that lead plus the drain time instead of being ordered
+    # again, cycle after cycle, for the same requests.
+    return settings.drain_time_s + arrival_lead_s(model.variants, settings)
+
+
+def _forecast(model: ModelInput, demand: Demand, now: float, settings: CycleSettings,
+              recent: Sequence[tuple[float, Demand]]) -> tuple[Demand, list[tuple[float, Demand]]]:
+    """The demand to plan for and the look-back to keep. What is forecast is the served part of the estimate;
+    the backlog term is added back as it is now: a queue is drained once, it is neither a peak to hold nor
+    a trend to project (a queue growing while capacity is on its way would otherwise be extrapolated)."""
+    horizon = max(settings.forecast_horizon_s, settings.forecast_trend_s)
+    backlog_rps = _backlog(model) / _drain_time(model, settings)
+    share = min(1.0, backlog_rps / demand.total) if demand.total > 0 else 0.0
+    served = Demand(demand.model, demand.grid, demand.rates * (1.0 - share))
+    kept = [*((t, d) for t, d in recent if now - horizon <= t < now and d.grid == demand.grid), (now, served)]
+    ahead = trend_peak(kept, now, settings.forecast_horizon_s, settings.forecast_trend_s,
+                       forecast_lead_s(model.variants, settings))
+    assert ahead is not None  # the latest estimate is inside every horizon
+    return Demand(demand.model, demand.grid, ahead.rates + demand.rates * share), kept
 
 
 def run_cycle(models: Sequence[ModelInput], history: History, now: float, settings: CycleSettings,
               planner: Planner, recent: Mapping[ModelId, Sequence[tuple[float, Demand]]] | None = None,
               calibration: CalibrationState | None = None) -> CycleResult:
-    """`recent`: the model's estimates of earlier cycles (what the peak-hold forecast looks back on);
+    """`recent`: the served part of the model's estimates of earlier cycles (what the forecast looks back on);
     `calibration`: the corrections learnt so far (with `settings.calibration` set)."""
     by_name: dict[str, VariantId] = {}
     kept: dict[ModelId, list[tuple[float, Demand]]] = {}
@@ -307,17 +375,14 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
 
     for m in models:
         verdict, why, age, demand, est = verdicts[m.id]
-        if demand is not None and settings.forecast_horizon_s > 0:
-            horizon = settings.forecast_horizon_s
-            earlier = [(t, d) for t, d in (recent or {}).get(m.id, ())
-                       if now - horizon <= t < now and d.grid == demand.grid]
-            kept[m.id] = [*earlier, (now, demand)]
-            demand = peak_hold(kept[m.id], now, horizon)
+        if demand is not None and (settings.forecast_horizon_s > 0 or settings.forecast_trend_s > 0):
+            demand, kept[m.id] = _forecast(m, demand, now, settings, (recent or {}).get(m.id, ()))
         verdicts[m.id] = (verdict, why, age, demand, est)
         variant_states = []
         for v in m.variants:
             by_name[str(v.id)] = v.id
-            floor = 0 if demand is None else min_replicas_in_force(v.min_replicas, demand)
+            floor = 0 if demand is None else max(min_replicas_in_force(v.min_replicas, demand),
+                                                 arriving_floor(v, _backlog(m)))
             profile = v.profile if step is None or settings.calibration is None else planning_profile(
                 v, m.id, step.state, settings.calibration, settings.decide.utilization)
             variant_states.append(VariantState(

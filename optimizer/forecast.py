@@ -1,4 +1,4 @@
-"""Short-term demand forecast over the cold-start lead time (DESIGN step 2, optional).
+"""Short-term demand forecast over the cold-start lead time (DESIGN step 2).
 
 A replica asked for now serves only after its cold start (minutes), so the demand that matters for
 today's plan is the demand of the next few minutes, not of the last one. Without a model of the traffic,
@@ -9,6 +9,15 @@ little; on traffic made of bursts separated by gaps shorter than a cold start, i
 bursts need instead of releasing it in every gap and ordering it again too late.
 
     peak_hold(observations, now, horizon_s) -> Demand | None
+    trend_peak(observations, now, peak_s, trend_s, lead_s) -> Demand | None
+
+A ramp is the other case a peak hold misses: demand that rises steadily for longer than a cold start is
+always one cold start ahead of what was ordered. `trend_peak` adds Holt's linear trend (Hyndman &
+Athanasopoulos, *Forecasting: Principles and Practice*, 3rd ed., §8.2): the least-squares level and slope of
+the look-back's totals, the level projected one lead time (the cold start) ahead, rises only — a falling trend
+never releases capacity early; releasing is the scale-down window's job. Peers: Knative's KPA holds its
+count while in panic mode ("the Revision will not scale down to avoid churn"); Dynamo's SLA planner
+predicts the next interval's load (constant, ARIMA, Prophet or a Kalman filter on level and trend).
 
 The forecast keeps the peak *total* rate of the horizon, spread over buckets with the horizon's pooled
 length mix, and never goes below the latest estimate in any bucket. Taking each bucket's own maximum
@@ -59,3 +68,43 @@ def peak_hold(observations: Sequence[Observation], now: float, horizon_s: float)
         return latest
     held = np.maximum(latest.rates, pooled / mass * peak)
     return Demand(latest.model, grid, held)
+
+
+MIN_TREND_POINTS = 3  # fewer estimates give a slope that is only the noise between two rate windows
+MIN_TREND_FIT = 0.8  # R² of the line: a burst or noise is not a trend, a ramp is
+
+
+def trend_peak(observations: Sequence[Observation], now: float, peak_s: float, trend_s: float,
+               lead_s: float) -> Demand | None:
+    """The peak hold of the last `peak_s`, raised to the linear trend of the last `trend_s` projected
+    `lead_s` ahead (at most `trend_s`: no further ahead than the line was seen).
+
+    The trend is fitted to the totals of the estimates in (now - trend_s, now] (at least MIN_TREND_POINTS,
+    spanning at least half of it, and a line that explains at least MIN_TREND_FIT of their variance: the
+    rising edge of one burst inside a long window is no trend). A rising projection is spread over buckets
+    with the latest estimate's mix (the mix of what is rising now) and never lowers the peak hold.
+    """
+    for name, value in (("trend_s", trend_s), ("lead_s", lead_s)):
+        if not math.isfinite(value) or value < 0:
+            raise ForecastError(f"{name}: must be a finite non-negative number of seconds, got {value}")
+    held = peak_hold(observations, now, peak_s)
+    if held is None or trend_s <= 0 or lead_s <= 0:
+        return held
+    recent = [(t, d) for t, d in observations if now - trend_s <= t <= now]
+    times = np.array([t for t, _ in recent])
+    if len(recent) < MIN_TREND_POINTS or times.max() - times.min() < trend_s / 2:
+        return held
+    totals = np.array([d.total for _, d in recent])
+    slope, level = np.polyfit(times - now, totals, 1)
+    spread = float(np.sum((totals - totals.mean()) ** 2))
+    explained = 1.0 - float(np.sum((totals - (level + slope * (times - now))) ** 2)) / spread if spread > 0 else 0.0
+    # A ramp that flattens is still a good line over the whole look-back: the slope of its latter half, when
+    # smaller, is the one projected (the trend as it is now, not as it was).
+    late = times >= now - trend_s / 2
+    if int(late.sum()) >= MIN_TREND_POINTS:
+        slope = min(slope, float(np.polyfit(times[late] - now, totals[late], 1)[0]))
+    projected = float(level + slope * min(lead_s, trend_s))
+    latest = recent[-1][1]
+    if slope <= 0 or explained < MIN_TREND_FIT or projected <= held.total or latest.total <= 0:
+        return held
+    return Demand(held.model, held.grid, np.maximum(held.rates, latest.rates / latest.total * projected))

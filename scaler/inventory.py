@@ -16,6 +16,7 @@ models:
     min_replicas: 0                  # AIBrix's model.aibrix.ai/min_replicas
     max_replicas: 8                  # the ScaledObject's maxReplicaCount
     scale_down_window_s: 300         # the HPA's scaleDown stabilizationWindowSeconds
+    cold_start_s: 180                # pod created → serving (optional; default: the `cold_start` option)
     tolerance: 0.1                   # the HPA's tolerance (or tolerance_up / tolerance_down)
     current_replicas: 1              # optional: when known without Prometheus
 ```
@@ -52,6 +53,7 @@ class VariantInfo:
     min_replicas: int = 0
     max_replicas: int = DEFAULT_MAX_REPLICAS
     scale_down_window_s: float = DEFAULT_SCALE_DOWN_WINDOW_S
+    cold_start_s: float | None = None  # None: the service's `cold_start` option
     # The HPA's per-direction tolerance in force (behavior.scaleUp/scaleDown.tolerance where the cluster keeps
     # it: Kubernetes >= 1.35 by default; scaler/kube.py reads it from the HPA object); the value reported to
     # KEDA is chosen knowing it, so the HPA lands exactly on the recommendation.
@@ -141,7 +143,7 @@ def parse_inventory(data: Any, source: str = "inventory") -> Inventory:
 
 _INT_FIELDS = ("gpus_per_replica", "min_replicas", "max_replicas", "current_replicas", "ready_replicas")
 _TOLERANCES = ("tolerance", "tolerance_up", "tolerance_down")
-_KNOWN = {"name", "accelerator", "scale_down_window_s", "scaled_object", *_TOLERANCES, *_INT_FIELDS}
+_KNOWN = {"name", "accelerator", "scale_down_window_s", "cold_start_s", "scaled_object", *_TOLERANCES, *_INT_FIELDS}
 
 
 def _parse_variant(v: Mapping[str, Any], where: str, model: str, namespace: str, problems: list[str]) -> VariantInfo:
@@ -166,6 +168,10 @@ def _parse_variant(v: Mapping[str, Any], where: str, model: str, namespace: str,
     if isinstance(window, bool) or not isinstance(window, int | float) or window < 0:
         problems.append(f"{where}.scale_down_window_s: must be a non-negative number, got {window!r}")
         window = DEFAULT_SCALE_DOWN_WINDOW_S
+    cold = v.get("cold_start_s")
+    if cold is not None and (isinstance(cold, bool) or not isinstance(cold, int | float) or not 0 <= cold < 1e6):
+        problems.append(f"{where}.cold_start_s: must be a non-negative number of seconds, got {cold!r}")
+        cold = None
     tolerances: dict[str, float] = {}
     for key in _TOLERANCES:
         val = v.get(key)
@@ -196,6 +202,7 @@ def _parse_variant(v: Mapping[str, Any], where: str, model: str, namespace: str,
         min_replicas=lo,
         max_replicas=hi,
         scale_down_window_s=float(window),
+        cold_start_s=None if cold is None else float(cold),
         tolerance_up=tolerances.get("tolerance_up", both),
         tolerance_down=tolerances.get("tolerance_down", both),
         current_replicas=ints["current_replicas"],

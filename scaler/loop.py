@@ -86,6 +86,8 @@ def cycle_settings(config: Config, inventory: Inventory) -> CycleSettings:
         max_sample_age_s=config.max_sample_age,
         forecast_horizon_s=config.forecast_horizon,
         calibration=calibration_settings(config) if config.calibration else None,
+        forecast_trend_s=config.forecast_trend,
+        cold_start_s=config.cold_start,
     )
 
 
@@ -109,6 +111,7 @@ def model_inputs(config: Config, inventory: Inventory, obs: Observation,
                 current_replicas=current, ready_replicas=ready, scale_down_window_s=v.scale_down_window_s,
                 pool=v.accelerator, gpus_per_replica=v.gpus_per_replica if v.gpus_per_replica != 1 else None,
                 evidence=None if evidence is None else evidence.get(vid),
+                cold_start_s=v.cold_start_s,
             ))
         facts = obs.models.get((model.namespace, model.name))
         series = None if facts is None else facts.series(model.namespace, config.rate_window_s, config.scrape_interval)

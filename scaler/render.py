@@ -305,6 +305,23 @@ def _emit(node: Any, indent: int, out: list[str]) -> None:
     out.append(f"{pad}{_scalar(node)}")
 
 
+def check_windows(models: Iterable[ModelInfo]) -> None:
+    """Rent or buy: a replica released and needed again costs its cold start (paid, not serving) and the
+    requests that wait for it; kept idle it costs its price per second. The ski-rental break-even — keep it
+    until its idle cost equals a restart's, which, the price cancelling, is one cold start — never pays more
+    than twice what knowing the future would; releasing sooner loses that bound. The HPA's scale-down window
+    is exactly "idle for that long", so a window shorter than the variant's cold start is refused, every
+    such variant at once."""
+    problems = [
+        f"variant {v.namespace}/{v.name}: scale_down_window_s {v.scale_down_window_s:g} is shorter than its "
+        f"cold_start_s {v.cold_start_s:g}: replicas would be released before a restart could pay off"
+        for m in models for v in m.variants
+        if v.cold_start_s is not None and v.scale_down_window_s < v.cold_start_s
+    ]
+    if problems:
+        raise RenderError("; ".join(problems))
+
+
 def render_yaml(model: ModelInfo, variant: VariantInfo, options: RenderOptions | None = None) -> str:
     options = options or RenderOptions()
     out = _wrap(
@@ -334,6 +351,7 @@ def render_all(models: Iterable[ModelInfo], options: RenderOptions | None = None
     options = options or RenderOptions()
     tolerance_for(options)
     check_names(models)
+    check_windows(models)
     return [
         (f"{v.namespace}-{v.scaled_object or v.name}.yaml", render_yaml(m, v, options))
         for m in models

@@ -101,8 +101,9 @@ def _highs_gap(problem: cp.Problem, objective: float) -> float:
 
 def solve(spec: FleetSpec, trace: Trace, decision_s: float = DECISION_S, check_s: float = CYCLE_S,
           utilization: float = UTILIZATION, time_limit_s: float = TIME_LIMIT_S, mip_gap: float = MIP_GAP,
-          relax: bool = False) -> Schedule:
-    """Replica counts change every `decision_s`; the criterion is checked every `check_s` (a divisor).
+          relax: bool = False, window_s: float = DEMAND_WINDOW_S) -> Schedule:
+    """Replica counts change every `decision_s`; the criterion is checked every `check_s` (a divisor), on
+    the demand of the next `window_s` (a minute in the replay; the demo's compressed clock uses less).
     `relax`: the LP relaxation (fractional replicas), a lower bound on every integer schedule of that
     decision interval; with decision_s = check_s it bounds every schedule the criterion admits at the
     replay's control interval."""
@@ -118,7 +119,7 @@ def solve(spec: FleetSpec, trace: Trace, decision_s: float = DECISION_S, check_s
     per = round(decision_s / check_s)
     n_slices = math.ceil(trace.duration / decision_s) + 1
     n_checks = n_slices * per
-    lam = np.vstack([demand_between(spec.model, grid, trace, p * check_s, p * check_s + DEMAND_WINDOW_S).rates.ravel()
+    lam = np.vstack([demand_between(spec.model, grid, trace, p * check_s, p * check_s + window_s).rates.ravel()
                      for p in range(n_checks)])  # (P, B)
     never = ~servable.any(axis=0)
     out_idx, in_idx = grid.indices(trace.prompts, trace.outputs)

@@ -148,7 +148,8 @@ class Stack:
             "name": self.spec.model, "namespace": self.spec.namespace,
             "variants": [{"name": v.name, "accelerator": v.accelerator, "gpus_per_replica": v.gpus,
                           "min_replicas": self.min_replicas.get(v.name, 0), "max_replicas": v.max_replicas,
-                          "scale_down_window_s": t.scale_down_window_s} for v in self.spec.variants],
+                          "scale_down_window_s": t.scale_down_window_s, "cold_start_s": v.cold_start_s}
+                         for v in self.spec.variants],
         }]}
         (self.workdir / "inventory.yaml").write_text(yaml.safe_dump(inventory, sort_keys=False))
         config = {
@@ -157,6 +158,7 @@ class Stack:
             "grpc_port": self.grpc_port, "http_port": self.http_port, "bind": "127.0.0.1",
             "interval": t.interval_s, "fast_interval": t.fast_interval_s, "rate_window": t.rate_window,
             "drain_time": t.drain_time_s, "max_sample_age": 30.0, "log_level": "info",
+            "cold_start": t.cold_start_s,
         }
         (self.workdir / "gpumix.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUMIX_")}
@@ -393,6 +395,8 @@ class Summary:
     gpu_hours: dict[str, float]
     scale_events: int
     png: str | None = None
+    peak_fleet: int = 0
+    yardstick: Yardstick | None = None
 
     def text(self) -> str:
         def f(x: float | None) -> str:
@@ -404,7 +408,70 @@ class Summary:
                 f"p99 {f(self.tpot_p99)}\n"
                 f"cost: ${self.cost:.3f} over {self.duration_s:.0f} s ({gh})\n"
                 f"scale events (KEDA/HPA): {self.scale_events}"
+                + ("" if self.yardstick is None else "\n" + self.yardstick.text(self.peak_fleet))
                 + (f"\nplot: {self.png}" if self.png else ""))
+
+
+@dataclass(frozen=True)
+class Yardstick:
+    """What the load needed, worked out afterwards from the arrivals themselves."""
+
+    need: dict[str, int]  # the cheapest fleet for the busiest window, at the planner's utilisation
+    clairvoyant_cost: float | None  # the clairvoyant MILP's schedule over the load (sim/clairvoyant.py)
+    cost_to_last_arrival: float  # what the demo's fleet spent until the last arrival
+    window_s: float
+    clairvoyant_peak: int | None = None  # the most replicas alive at once in that schedule
+
+    def text(self, peak: int) -> str:
+        total = sum(self.need.values())
+        mix = ", ".join(f"{n} {name.rsplit('-', 1)[-1].upper()}" for name, n in self.need.items() if n)
+        line = (f"peak fleet {peak} replicas; the busiest {self.window_s:.0f} s needed {total} ({mix}): "
+                f"{peak / max(1, total):.2f}× the need")
+        if self.clairvoyant_cost:
+            line += (f"\ncost until the last arrival ${self.cost_to_last_arrival:.3f} = "
+                     f"{self.cost_to_last_arrival / self.clairvoyant_cost:.2f}× the clairvoyant's "
+                     f"${self.clairvoyant_cost:.3f} (knows the arrivals, orders a cold start ahead; "
+                     f"its peak fleet {self.clairvoyant_peak})")
+        return line
+
+
+def yardstick(spec: FleetSpec, arrivals: Arrivals, timing: Timing, min_replicas: dict[str, int],
+              samples: Sequence[Sample]) -> Yardstick:
+    """The need and the clairvoyant bound for the load played, on the demo's compressed clock: the
+    criterion's window is one cold start (no fleet follows demand faster), checked every control interval."""
+    from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
+    from sim.clairvoyant import solve
+    from sim.policies import UTILIZATION, Trace, demand_between, fleet_grid
+
+    window = timing.cold_start_s
+    trace = Trace(arrivals.times.astype(float), arrivals.prompts.astype(np.int64), arrivals.outputs.astype(np.int64))
+    profiles = spec.profiles()
+    grid = fleet_grid(profiles)
+    variants = tuple(Variant(name=v.name, profile=profiles[v.name], max_replicas=v.max_replicas)
+                     for v in spec.variants if v.name in profiles)
+    planner = Planner()
+    need: dict[str, int] = {}
+    t = 0.0
+    while t <= trace.duration:
+        plan = planner.plan(PlanRequest((ModelProblem(demand_between(spec.model, grid, trace, t, t + window),
+                                                      variants),), utilization=UTILIZATION))
+        if sum(plan.replicas().values()) > sum(need.values()):
+            need = plan.replicas()
+        t += timing.interval_s
+    floors = dataclasses.replace(spec, variants=tuple(
+        dataclasses.replace(v, min_replicas=min_replicas.get(v.name, 0)) for v in spec.variants))
+    try:
+        schedule = solve(floors, trace, decision_s=2 * timing.interval_s, check_s=timing.interval_s,
+                         time_limit_s=5.0, window_s=window)
+        bound: float | None = schedule.cost
+        bound_peak: int | None = int(schedule.replicas.sum(axis=0).max())
+    except (RuntimeError, ValueError) as exc:  # the report goes on without the ratio
+        log.warning("clairvoyant_failed", error=str(exc))
+        bound, bound_peak = None, None
+    until = trace.duration
+    spent = next((s.cost for s in samples if s.t >= until), samples[-1].cost if samples else 0.0)
+    return Yardstick(need, bound, spent, window, bound_peak)
+
 
 
 def summarize(stack: Stack, completions: Sequence[Completion], submitted: int, duration: float) -> Summary:
@@ -513,6 +580,8 @@ def run_demo(args: argparse.Namespace, out: Callable[[str], None] = print) -> in
                 time.sleep(1.0)
         player.stop()
         summary = summarize(stack, completions, player.sent, total)
+        summary.peak_fleet = max((sum(s.replicas.values()) for s in samples), default=0)
+        summary.yardstick = yardstick(spec, arrivals, timing, stack.min_replicas, samples)
         png = Path(args.out) / "demo.png"
         plot(spec, samples, png)
         summary.png = str(png)

@@ -540,7 +540,7 @@ class Fleet:
                     r.running.append(s)
             r.admitting = still
         r.phase = "idle"
-        if r.state == "draining" and not r.running and not r.waiting:
+        if r.state == "draining" and not r.running and not r.admitting and not r.waiting:
             self._retire(r, t)
             return
         self._schedule(r, t)

@@ -6,9 +6,13 @@ would (arrivals so far, the fleet's snapshot) except `oracle`, which knows the f
   which moves the Deployments. Demand: arrival rate per bucket over the last minute (the joint length
   distribution, exactly) plus the backlog to drain. The service estimates the same total from completions
   + waiting/drain_time and spreads it by marginal length histograms, so this is slightly optimistic.
+  The service's defaults apply; each variant's cold start comes from the fleet (the inventory's
+  `cold_start_s`).
 - `gpumix-uncalibrated`: `gpumix` with the online calibration off (`calibration: false`): profiles as
   they are and the utilisation target fixed, as before issue 13.
-- `gpumix-hold[:seconds]`: the same, planning for the peak demand of the recent horizon (default: the
+- `gpumix-trend:<seconds>`: the same with the trend forecast on (`forecast_trend`: the linear trend of that
+  look-back projected one cold start ahead, optimizer.forecast.trend_peak).
+- `gpumix-hold[:seconds]`: the same, also holding the peak demand of the recent horizon (default: the
   longest cold start) instead of the last minute (optimizer.forecast.peak_hold).
 - `hpa-gke:<variant>`: the HPA as GKE's LLM-inference guide sets it up on one accelerator type: waiting +
   running requests per pod (queue plus batch) as an AverageValue metric, the target from a load test of one
@@ -269,7 +273,7 @@ def fleet_inventory(spec: FleetSpec) -> Inventory:
     variants = tuple(
         VariantInfo(name=v.name, model=spec.model, namespace=spec.namespace, accelerator=v.accelerator,
                     gpus_per_replica=v.gpus, min_replicas=v.min_replicas, max_replicas=v.max_replicas,
-                    scale_down_window_s=v.scale_down_window_s)
+                    scale_down_window_s=v.scale_down_window_s, cold_start_s=v.cold_start_s)
         for v in spec.variants
     )
     return Inventory((ModelInfo(spec.model, spec.namespace, variants),))
@@ -379,16 +383,20 @@ class Gpumix(Policy):
     name = "gpumix"
 
     def __init__(self, spec: FleetSpec, horizon_s: float | None = None, config: Config | None = None,
-                 calibration: bool = True) -> None:
+                 trend_s: float | None = None, calibration: bool = True) -> None:
         self.spec = spec
         self.profiles = spec.profiles()
         self.horizon_s = 0.0 if horizon_s is None else horizon_s
         if self.horizon_s > 0:
             self.name = f"gpumix-hold:{self.horizon_s:.0f}"
+        trend = {} if trend_s is None else {"forecast_trend": trend_s}
+        if trend_s is not None:
+            self.name = f"gpumix-trend:{trend_s:.0f}"
         if not calibration:
             self.name += "-uncalibrated"
         self.config = config or Config(interval=CYCLE_S, scrape_interval=CYCLE_S, utilization=UTILIZATION,
-                                       drain_time=DRAIN_S, forecast_horizon=self.horizon_s, calibration=calibration)
+                                       drain_time=DRAIN_S, forecast_horizon=self.horizon_s, calibration=calibration,
+                                       **trend)
         self.grid = fleet_grid(self.profiles)
         self.now = 0.0
         self.table = Table()
@@ -519,6 +527,7 @@ POLICY_NAMES = ("gpumix", "gpumix-uncalibrated", "gpumix-hold", "hpa-gke", "hpa-
 
 def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
     """`name` is one of POLICY_NAMES, `hpa-queue:<variant>`, `hpa-gke:<variant>`, `gpumix-hold:<seconds>`,
+    `gpumix-trend:<seconds>`,
     `clairvoyant:<MILP time limit seconds>`, or `all`."""
     if name == "all":
         return [p for n in POLICY_NAMES for p in make_policies(spec, n)]
@@ -536,6 +545,14 @@ def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
         if not horizon > 0:
             raise ValueError(f"policy {name!r}: gpumix-hold:<horizon seconds> needs a positive number")
         return [Gpumix(spec, horizon_s=horizon)]
+    if name.startswith("gpumix-trend:"):
+        try:
+            trend = float(name.split(":", 1)[1])
+        except ValueError:
+            trend = -1.0
+        if not trend > 0:
+            raise ValueError(f"policy {name!r}: gpumix-trend:<look-back seconds> needs a positive number")
+        return [Gpumix(spec, trend_s=trend)]
     if name == "static-peak":
         return [StaticPeak(spec)]
     if name == "oracle":
@@ -561,7 +578,8 @@ def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
             raise ValueError(f"policy {name!r}: clairvoyant:<MILP time limit seconds> needs a positive number")
         return [Clairvoyant(spec, time_limit_s=limit)]
     raise ValueError(f"policy {name!r}: use one of {', '.join((*POLICY_NAMES, 'all'))}, "
-                     "hpa-queue:<variant>, hpa-gke:<variant>, gpumix-hold:<seconds> or clairvoyant:<seconds>")
+                     "hpa-queue:<variant>, hpa-gke:<variant>, gpumix-hold:<seconds>, gpumix-trend:<seconds> or "
+                     "clairvoyant:<seconds>")
 
 
 def without_cold_start(spec: FleetSpec) -> FleetSpec:

@@ -6,6 +6,7 @@ expects a row here to fail."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,8 @@ from optimizer.cycle import (
     VariantInput,
     VariantSeries,
     Verdict,
+    arrival_lead_s,
+    arriving_floor,
     demand_verdict,
     first_responder,
     floor_at_last,
@@ -180,3 +183,44 @@ def test_forecast_holds_the_recent_peak() -> None:
     assert result.models[MID].demand is not None and result.models[MID].demand.total == pytest.approx(30.0)
     later = run_cycle([model(series(rps=1.0, now=NOW + 200))], {}, NOW + 200, settings, Planner(), result.recent)
     assert later.models[MID].demand is not None and later.models[MID].demand.total == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------------ what is coming
+
+def variant(current: int | None, ready: int | None, cold_start: float | None = None) -> VariantInput:
+    return VariantInput(A, CHEAP, current_replicas=current, ready_replicas=ready, cold_start_s=cold_start)
+
+
+@pytest.mark.parametrize("case, variants, lead", [
+    ("nothing starting", [variant(2, 2, 150.0)], 0.0),
+    ("counts unknown: nothing known to be on its way", [variant(None, None, 150.0), variant(2, None, 150.0)], 0.0),
+    ("one variant starting: its cold start", [variant(3, 1, 150.0), variant(2, 2, 400.0)], 150.0),
+    ("the longest cold start among those starting", [variant(3, 1, 150.0), variant(1, 0, 180.0)], 180.0),
+    ("no cold start given: the settings' default", [variant(1, 0)], SETTINGS.cold_start_s),
+])
+def test_arrival_lead(case: str, variants: list[VariantInput], lead: float) -> None:
+    assert arrival_lead_s(variants, SETTINGS) == lead
+
+
+@pytest.mark.parametrize("case, given, backlog, floor", [
+    ("starting replicas are kept while there is a backlog", variant(4, 1), 30.0, 4),
+    ("no backlog: nothing forces them", variant(4, 1), 0.0, 0),
+    ("all ready: the plan decides", variant(4, 4), 30.0, 0),
+    ("counts unknown: no floor", variant(None, None), 30.0, 0),
+])
+def test_arriving_floor(case: str, given: VariantInput, backlog: float, floor: int) -> None:
+    assert arriving_floor(given, backlog) == floor
+
+
+def test_backlog_is_drained_over_the_lead_of_what_is_coming() -> None:
+    # 1 req/s served and 120 waiting. Nothing on its way: drained within drain_time (60 s), 1 + 2 req/s.
+    # Big replicas starting (cold start 180 s): the same queue over 60 + 180 s, 1 + 0.5 req/s.
+    idle = _cycle(model(series(rps=1.0, waiting=120.0), current=(1, 0)), {})
+    assert idle.models[MID].demand is not None and idle.models[MID].demand.total == pytest.approx(3.0)
+    coming = model(series(rps=1.0, waiting=120.0), current=(1, 3), ready=(1, 0))
+    coming = ModelInput(coming.id, (coming.variants[0], replace(coming.variants[1], cold_start_s=180.0)),
+                        coming.series)
+    result = _cycle(coming, {B: [(NOW - 15, 3)]})
+    assert result.models[MID].demand is not None and result.models[MID].demand.total == pytest.approx(1.5)
+    # ... and the three big replicas on their way are not released while that backlog waits
+    assert result.recommendations[B] == 3

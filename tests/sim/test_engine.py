@@ -235,3 +235,16 @@ def test_spec_replace_keeps_perf():
     spec = make_spec()
     v = replace(spec.variants[0], cold_start_s=0.0)
     assert v.perf == spec.variants[0].perf
+
+
+def test_a_draining_replica_finishes_a_prompt_still_in_chunked_prefill():
+    # the short request finishes first; the long prompt is still being prefilled in chunks when the draining
+    # replica's batch runs empty: it must be served, not lost with the replica
+    spec = make_spec(initial=1)
+    fleet = Fleet(spec, seed=0)
+    name = spec.variants[0].name
+    ids = [fleet.submit(Request(64, 2), 0.0), fleet.submit(Request(12000, 8), 0.0)]
+    fleet.advance(0.05)  # both admitted: the short one decoding, the long one's prefill chunked over steps
+    fleet.set_replicas(name, 0, 0.05)
+    done = run_all(fleet)
+    assert sorted(c.request_id for c in done) == sorted(ids) and not any(c.dropped for c in done)

@@ -45,6 +45,22 @@ def test_hold_policy_names(spec):
     assert [p.name for p in make_policies(spec, "all")].count("gpumix-hold:180") == 1
 
 
+def test_trend_policy_sets_the_services_forecast_trend(spec):
+    (trend,) = make_policies(spec, "gpumix-trend:300")
+    assert trend.name == "gpumix-trend:300" and trend.config.forecast_trend == 300.0
+    assert make_policies(spec, "gpumix")[0].config.forecast_trend == 0.0  # the service's default: off
+    for bad in ("gpumix-trend:soon", "gpumix-trend:0"):
+        with pytest.raises(ValueError, match="gpumix-trend"):
+            make_policies(spec, bad)
+
+
+def test_replayed_variants_carry_the_fleets_cold_starts(spec):
+    (policy,) = make_policies(spec, "gpumix")
+    inventory = policy.controller.inventory.current()
+    assert {v.name: v.cold_start_s for m in inventory.models for v in m.variants} == {
+        v.name: v.cold_start_s for v in spec.variants}
+
+
 def test_hold_keeps_capacity_through_gaps_between_bursts(spec):
     full = load_trace(AZURE)
     keep = full.times < 900.0  # the first bursts and the idle minutes between them
