@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import io
 import json
 import os
@@ -42,25 +43,46 @@ BASES = ["simulator-llama2-7b-a100", "simulator-llama2-7b-a40"]
 VARIANTS = 4
 LENGTHS = [(200, 20), (500, 50), (1000, 100), (2000, 200)]  # (prompt, output) tokens per variant
 EXPORTER_PROCESSES = 4
+STAGES = ("query", "parse", "profiles", "core", "plan", "publish")
+SCRAPE_S = 15.0  # kube-prometheus-stack's default scrape interval, and the service's `scrape_interval`
 
 
 # ------------------------------------------------------------------------------ exporter processes
 
 
 def serve_exporters(spec_file: str) -> int:
-    """Child mode: one FleetExporter (own port) per variant listed; prints the targets, serves until stdin
-    closes."""
+    """Child mode: one scrape target (own port) per variant listed, all served by one asyncio loop (a thread
+    per target, as http.server has, made 4,000 targets a few thousand runnable threads that starved
+    Prometheus); prints the targets, serves until stdin closes. The exposition is FleetExporter's."""
     from tests.service.exporter import FleetExporter
 
     specs = json.loads(Path(spec_file).read_text())
-    exporters = []
-    for model, variant, rps, prompt, output in specs:
-        e = FleetExporter("v1")
-        e.set_variant("llm", model, variant, 1, rps=rps, prompt_tokens=prompt, output_tokens=output)
-        exporters.append((e, e.start()))
-    print(json.dumps([t for _, t in exporters]), flush=True)
-    sys.stdin.read()
-    os._exit(0)  # a graceful shutdown of every server takes half a second each: nothing is left to keep
+
+    async def handle(exporter: FleetExporter, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:  # Prometheus keeps its connection to a target open between scrapes
+                await reader.readuntil(b"\r\n\r\n")
+                body = exporter.text().encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve() -> None:
+        targets = []
+        for model, variant, rps, prompt, output in specs:
+            e = FleetExporter("v1")
+            e.set_variant("llm", model, variant, 1, rps=rps, prompt_tokens=prompt, output_tokens=output)
+            server = await asyncio.start_server(functools.partial(handle, e), "127.0.0.1", 0)
+            targets.append(f"127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        print(json.dumps(targets), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(serve())
+    os._exit(0)  # closing every connection gracefully is not worth waiting for
 
 
 # ------------------------------------------------------------------------------------ one size
@@ -76,8 +98,11 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool) -> dict[str,
     from scaler.table import Table
     from sim.services import start_prometheus
 
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # the controller on one core
+    # The controller gets a core of its own; Prometheus and the exporters (the cluster around it) share the
+    # others, so neither starves the other. Children inherit the affinity set before they start.
+    cores = sorted(os.sched_getaffinity(0))
+    controller_core, others = {cores[0]}, set(cores[1:]) or {cores[0]}
+    os.sched_setaffinity(0, others)
     fine = Grid(inputs=tuple(int(x) for x in np.geomspace(64, 8192, 16).round()),
                 outputs=tuple(int(x) for x in np.geomspace(4, 1024, 16).round()))
     bases = [resample(load_profile(DATA / f"{b}.json"), fine) for b in BASES]
@@ -110,19 +135,27 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool) -> dict[str,
     for child in children:
         assert child.stdout is not None
         targets += json.loads(child.stdout.readline())
-    scrape = "2s" if len(targets) <= 400 else "5s"
     (workdir / "prom").mkdir()
-    prom = start_prometheus(workdir / "prom", targets, scrape_interval=scrape)
-    config = Config(prometheus=prom.url, rate_window="30s", profiles=str(profiles), max_sample_age=60)
+    prom = start_prometheus(workdir / "prom", targets, scrape_interval=f"{SCRAPE_S:g}s")
+    os.sched_setaffinity(0, controller_core)
+    # The service's defaults: a 1-minute rate window over 15-s scrapes.
+    config = Config(prometheus=prom.url, profiles=str(profiles), scrape_interval=SCRAPE_S)
+    assert config.rate_window == "1m"
     observer = Observer(config)
     table = Table()
     controller = Controller(config, StaticInventory(inventory), observer, ProfileStore(str(profiles), None),
                             StateStore(None), table)
 
-    spent = {"observe": 0.0, "plan": 0.0}
+    import scaler.loop
+    import scaler.prometheus
+
+    # Where a cycle's wall time goes, per measured cycle: waiting for Prometheus (the batch of queries, JSON
+    # decoding and shape checks included), turning answers into facts, profiles, the cycle core (its plan
+    # apart), publishing.
+    spent: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     last_request: list[Any] = []
 
-    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(name: str, fn: Callable[..., Any], keep: bool = False) -> Callable[..., Any]:
         if asyncio.iscoroutinefunction(fn):
             async def wrapped_async(*a: Any, **k: Any) -> Any:
                 t = time.perf_counter()
@@ -133,7 +166,8 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool) -> dict[str,
             return wrapped_async
 
         def wrapped(*a: Any, **k: Any) -> Any:
-            last_request[:] = a
+            if keep:
+                last_request[:] = a
             t = time.perf_counter()
             try:
                 return fn(*a, **k)
@@ -141,33 +175,42 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool) -> dict[str,
                 spent[name] += time.perf_counter() - t
         return wrapped
 
-    observer.observe = timed("observe", observer.observe)  # type: ignore[method-assign]
+    observer.run_queries = timed("query", observer.run_queries)  # type: ignore[method-assign]
+    scaler.prometheus.parse_results = timed("parse", scaler.prometheus.parse_results)  # type: ignore[assignment]
+    controller.profiles.lookup = timed("profiles", controller.profiles.lookup)  # type: ignore[method-assign]
+    scaler.loop.run_cycle = timed("core", scaler.loop.run_cycle)  # type: ignore[assignment]
+    scaler.loop.publish_cycle = timed("publish", scaler.loop.publish_cycle)  # type: ignore[assignment]
     plan_fn = controller.planner.plan
-    controller.planner.plan = timed("plan", plan_fn)  # type: ignore[method-assign]
+    controller.planner.plan = timed("plan", plan_fn, keep=True)  # type: ignore[method-assign]
 
-    def planned(snapshot: object) -> int:
-        return sum(1 for mv in snapshot.models.values()  # type: ignore[attr-defined]
-                   if mv.demand_rps is not None and mv.demand_rps > 0 and mv.cost_per_hour is not None)
+    def planned(snapshot: Any) -> int:
+        """Models planned from this cycle's fresh demand by the exact planner (not its greedy fallback)."""
+        plan = controller.last.plan if controller.last is not None else None
+        if plan is None or plan.solver != "highs":
+            return 0
+        return sum(1 for mv in snapshot.models.values()
+                   if mv.verdict == "fresh" and mv.demand_rps and mv.cost_per_hour is not None)
 
     try:
-        warm_until = time.monotonic() + 240
+        warm_until = time.monotonic() + 300
         ready = 0
         while time.monotonic() < warm_until:
             snap = asyncio.run(controller.cycle())
             ready = planned(snap)
             if ready == models:
                 break
-            time.sleep(2.0)
-        times, counts, queries = [], [], []
-        spent.update(observe=0.0, plan=0.0)
+            time.sleep(SCRAPE_S / 3)
+        times, counts, queries, stages = [], [], [], []
         for _ in range(cycles):
+            time.sleep(config.interval)  # one cycle per interval, as the service runs them: new scrapes each
             sent = observer.queries_sent
+            spent.update(dict.fromkeys(STAGES, 0.0))
             t0 = time.perf_counter()
             snap = asyncio.run(controller.cycle())
             times.append(time.perf_counter() - t0)
+            stages.append(dict(spent))
             counts.append(planned(snap))
             queries.append(observer.queries_sent - sent)
-            time.sleep(0.5)
         hot = ""
         if profile:
             # cProfile sees one thread: run the cycle's worker-thread step (decide) inline for this cycle.
@@ -193,18 +236,17 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool) -> dict[str,
             assert child.stdin is not None
             child.stdin.close()
             child.wait(timeout=30)
-    # The planner alone on the cycle's last request, with Prometheus and the exporters stopped: what the
-    # planning costs when it does not share the core.
+    # The planner alone on the cycle's last request, with Prometheus and the exporters stopped.
     alone = []
     for _ in range(3):
         t0 = time.perf_counter()
         plan_fn(*last_request)
         alone.append(time.perf_counter() - t0)
-    return {"models": models, "variants": models * VARIANTS, "targets": len(targets), "scrape": scrape,
-                "median_s": statistics.median(times), "max_s": max(times), "planned": counts,
-                "queries": statistics.median(queries), "peak_rss_mib": _peak_rss_mib(), "rss_mib": rss_now,
-                "warm_ready": ready, "observe_s": spent["observe"] / cycles, "plan_s": spent["plan"] / cycles,
-                "solver": controller.planner.programs_solved, "hot": hot, "plan_alone_s": statistics.median(alone)}
+    return {"models": models, "variants": models * VARIANTS, "targets": len(targets),
+            "median_s": statistics.median(times), "max_s": max(times), "planned": counts,
+            "queries": statistics.median(queries), "peak_rss_mib": _peak_rss_mib(), "rss_mib": rss_now,
+            "warm_ready": ready, "stages": {k: statistics.median(st[k] for st in stages) for k in STAGES},
+            "solver": controller.planner.programs_solved, "hot": hot, "plan_alone_s": statistics.median(alone)}
 
 
 def _peak_rss_mib() -> float:
