@@ -243,6 +243,9 @@ def components(arrays: Sequence[ModelArrays], pools: Mapping[str, float]) -> lis
 
 # LP relaxations the branch and bound may spend before HiGHS's MIP (with its cuts) takes the component.
 NODE_LIMIT = 200
+# A model without a capped pool whose replica box holds at most this many vectors is planned by
+# `lattice_search` (its bounds are evaluated for every vector at once: a few MB at most).
+LATTICE_POINTS = 20_000
 # Independent single-model programs from this many on are searched together in one LP (see
 # branch_and_bound_blocks); fewer are cheaper one by one.
 BATCH_MIN = 8
@@ -379,6 +382,9 @@ class _Program:
 
     def _pass(self, solver: highs._Highs, integer: bool) -> str | None:
         solver.clearModel()
+        # The LP searches re-solve one small program many times from the last basis: presolve would only
+        # rebuild what the warm start keeps (~20 % of each re-solve). The MIP solver needs it.
+        solver.setOptionValue("presolve", "choose" if integer else "off")
         status = solver.passModel(
             self.n_cols, self.n_rows, int(self.a_index.size), int(highs.MatrixFormat.kColwise),
             int(highs.ObjSense.kMinimize), 0.0, self.col_cost, self.col_lower, self.col_upper,
@@ -386,6 +392,64 @@ class _Program:
             self.integrality if integer else np.zeros(self.n_cols, dtype=np.int32),
         )
         return None if status == highs.HighsStatus.kOk else f"model rejected by HiGHS ({status})"
+
+    def lattice_search(self, solver: highs._Highs, deadline: float, gap: float, max_points: int
+                       ) -> FloatArray | str | None:
+        """Column values of an optimal plan of one model without a capped pool (within `gap`, as
+        `branch_and_bound`), by cutting planes over every replica vector of its box; None when the box holds
+        more than `max_points` vectors or an LP could not be read (the caller then branches).
+
+        V(y), the program's optimum with the replica counts fixed at y, is the value of an LP in which y only
+        moves right-hand sides and the y-part of the objective, so it is convex in y, and the reduced costs r
+        of the y columns at any LP solution give a cut valid for every y': V(y') ≥ V(y) + r·(y' − y) (weak
+        duality: the row duals stay feasible when y changes). The relaxation's optimum gives the first cut;
+        then the vector with the lowest bound is evaluated exactly (one LP, warm-started), its cut added,
+        until no unevaluated vector's bound can beat the best value by more than the gap. A box of a few
+        hundred vectors closes in a handful of LPs, where branching needs a dozen or more."""
+        n = int(self.y_cols.size)
+        lo0, hi0 = self.col_lower[self.y_cols], self.col_upper[self.y_cols]
+        sizes = (hi0 - lo0 + 1).astype(np.int64)
+        if float(np.prod(sizes.astype(np.float64))) > max_points:
+            return None
+        points = np.stack(np.meshgrid(*(np.arange(lo0[g], hi0[g] + 1) for g in range(n)), indexing="ij"),
+                          axis=-1).reshape(-1, n)
+        error = self._pass(solver, integer=False)
+        if error:
+            return error
+        solver.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.0))
+
+        def evaluate(lo: FloatArray, hi: FloatArray) -> tuple[float, FloatArray, FloatArray] | None:
+            self.nodes += 1
+            solver.changeColsBounds(n, self.y_cols, lo, hi)
+            solver.run()
+            if solver.getModelStatus() != highs.HighsModelStatus.kOptimal:
+                return None  # every y is feasible (the slack s serves the rest): this is HiGHS, not the plan
+            solution = solver.getSolution()
+            cols = np.asarray(solution.col_value, dtype=np.float64)
+            return (float(self.col_cost @ cols), cols,
+                    np.asarray(solution.col_dual, dtype=np.float64)[self.y_cols])
+
+        root = evaluate(lo0, hi0)
+        if root is None:
+            return None
+        value, cols, reduced = root
+        bound = value + (points - cols[self.y_cols]) @ reduced
+        best_obj, best = math.inf, cols
+        while True:
+            k = int(np.argmin(bound))
+            if bound[k] >= best_obj - max(gap * abs(best_obj), 1e-9):
+                return best
+            if time.perf_counter() > deadline:
+                return "solver status time limit reached"
+            y = points[k].astype(np.float64)
+            found = evaluate(y, y)
+            if found is None:
+                return None
+            value, cols, reduced = found
+            if value < best_obj:
+                best_obj, best = value, cols
+            np.maximum(bound, value + (points - y) @ reduced, out=bound)
+            bound[k] = math.inf  # evaluated exactly: best_obj already accounts for it
 
     def branch_and_bound(self, solver: highs._Highs, deadline: float, gap: float, node_limit: int
                          ) -> FloatArray | str | None:
@@ -658,6 +722,19 @@ class Planner:
             self._solver = _quiet_solver()
         assert self._solver is None or isinstance(self._solver, highs._Highs)
         alone = [k for g in groups if len(g) == 1 for k in g if not set(arrays[k].pools) & set(request.pools)]
+        for k in alone if request.integer else ():
+            assert self._solver is not None
+            program = _Program([arrays[k]], {}, request)
+            cols = program.lattice_search(self._solver, deadline, request.mip_gap, LATTICE_POINTS)
+            if isinstance(cols, str):
+                return cols
+            if cols is not None:
+                out[k] = program.read(0, cols)
+                self.programs_solved += 1
+        if any(out[k] is not None for k in alone):
+            settled = {k for k in alone if out[k] is not None}
+            alone = [k for k in alone if k not in settled]
+            groups = [g for g in groups if not (len(g) == 1 and g[0] in settled)]
         for first in range(0, len(alone), BATCH_MAX) if request.integer and len(alone) >= BATCH_MIN else ():
             chunk = alone[first:first + BATCH_MAX]
             assert self._solver is not None

@@ -387,3 +387,21 @@ def test_independent_models_searched_together_match_the_oracle_one_by_one(seed: 
         alone = replace(request, models=(mp,))
         got = _plan_objective(alone, plan.models[mp.demand.model])
         assert got == pytest.approx(_oracle_objective(alone), rel=1e-6, abs=1e-6), mp.demand.model
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_lattice_search_alone_matches_the_oracle(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model without a capped pool and a small replica box is planned by cutting planes over its box: with
+    branching and HiGHS's MIP made unavailable, the plan must still be the oracle's optimum."""
+    import optimizer.program as program
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the lattice search should have planned this model")
+
+    rng = np.random.default_rng(500 + seed)
+    request = _random_request(rng, n_models=1, shared_pool=False)
+    arrays = program.model_arrays(request.models[0], request.utilization)
+    assert float(np.prod(arrays.hi - arrays.lo + 1)) <= program.LATTICE_POINTS
+    monkeypatch.setattr(program._Program, "branch_and_bound", unavailable)
+    monkeypatch.setattr(program._Program, "solve", unavailable)
+    assert _plan_objective(request) == pytest.approx(_oracle_objective(request), rel=1e-6, abs=1e-6)
