@@ -86,10 +86,40 @@ def serve_exporters(spec_file: str) -> int:
     os._exit(0)  # closing every connection gracefully is not worth waiting for
 
 
+# --------------------------------------------------------------------------------- recording rules
+
+# The two length-histogram queries touch every bucket series of every pod (13 per pod and histogram: 52,000
+# series at 4,000 pods) and took 5–10 s on the bench's shared Prometheus core, past `prometheus_timeout`.
+# Recorded, Prometheus aggregates them once per evaluation interval, off the cycle's path, and the cycle reads
+# 13 series per model. Same expressions as the service's defaults (scaler/config.py), same labels.
+RECORDED = {
+    "prompt_histogram": ("gpumix:vllm_request_prompt_tokens_bucket:increase1m",
+                         "sum by (namespace, model_name, le) (increase(vllm:request_prompt_tokens_bucket[1m]))"),
+    "generation_histogram": ("gpumix:vllm_request_generation_tokens_bucket:increase1m",
+                             "sum by (namespace, model_name, le) "
+                             "(increase(vllm:request_generation_tokens_bucket[1m]))"),
+}
+
+
+def record_histograms(config: Path, url: str) -> None:
+    """Adds the recording rules to the running Prometheus (rule file, then a configuration reload)."""
+    import urllib.request
+
+    import yaml
+
+    rules = config.parent / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [{"name": "gpumix", "rules": [
+        {"record": record, "expr": expr} for record, expr in RECORDED.values()]}]}))
+    doc = yaml.safe_load(config.read_text())
+    doc["rule_files"] = [str(rules)]
+    config.write_text(yaml.safe_dump(doc))
+    urllib.request.urlopen(urllib.request.Request(f"{url}/-/reload", method="POST"), timeout=30).close()
+
+
 # ------------------------------------------------------------------------------------ one size
 
 
-def measure(models: int, cycles: int, workdir: Path, profile: bool) -> dict[str, object]:
+def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bool) -> dict[str, object]:
     from optimizer.profile import Grid, load_profile, resample
     from scaler.config import Config
     from scaler.inventory import Inventory, ModelInfo, VariantInfo
@@ -138,9 +168,17 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool) -> dict[str,
         targets += json.loads(child.stdout.readline())
     (workdir / "prom").mkdir()
     prom = start_prometheus(workdir / "prom", targets, scrape_interval=f"{SCRAPE_S:g}s")
+    queries: dict[str, str] = {}
+    if recorded:
+        record_histograms(prom.config, prom.url)
+        queries = {name: rule for name, (rule, _) in RECORDED.items()}
     os.sched_setaffinity(0, controller_core)
-    # The service's defaults: a 1-minute rate window over 15-s scrapes.
-    config = Config(prometheus=prom.url, profiles=str(profiles), scrape_interval=SCRAPE_S)
+    # The service's defaults (a 1-minute rate window over 15-s scrapes), the length histograms read from
+    # recording rules when `recorded`.
+    # prometheus_timeout 30 s instead of 5: at 4,000 pods the bench's Prometheus, on a shared core, needs more
+    # than 5 s for a cycle's batch; the `query` stage shows how long, the other stages are the service's own.
+    config = Config(prometheus=prom.url, profiles=str(profiles), scrape_interval=SCRAPE_S, queries=queries,
+                    prometheus_timeout=30.0)
     assert config.rate_window == "1m"
     observer = Observer(config)
     table = Table()
@@ -267,6 +305,8 @@ def main() -> int:
     parser.add_argument("--models", type=int, nargs="+", default=[1, 100, 500, 1000])
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--profile", type=int, default=None, metavar="M", help="cProfile one cycle at M models")
+    parser.add_argument("--direct", dest="recorded", action="store_false",
+                        help="query the length histograms directly instead of through recording rules")
     parser.add_argument("--serve-exporters", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -278,7 +318,7 @@ def main() -> int:
         logs.configure("warning")  # the cycle's debug line lists every recommendation: not what is measured
         workdir = Path(tempfile.mkdtemp(prefix="gpumix-bench-cycle-"))
         try:
-            print(json.dumps(measure(args.one, args.cycles, workdir, args.profile == args.one)))
+            print(json.dumps(measure(args.one, args.cycles, workdir, args.profile == args.one, args.recorded)))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return 0
@@ -288,6 +328,8 @@ def main() -> int:
         cmd = [sys.executable, "-m", "bench.bench_cycle", "--one", str(m), "--cycles", str(args.cycles)]
         if args.profile is not None:
             cmd += ["--profile", str(args.profile)]
+        if not args.recorded:
+            cmd += ["--direct"]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = results[-1]
@@ -338,9 +380,15 @@ def main() -> int:
             f"Each size in a fresh process. The controller has core 0 to itself; Prometheus (scraping every "
             f"{SCRAPE_S:g} s, the service's default `scrape_interval`, with its 1-minute rate window) and "
             f"{EXPORTER_PROCESSES} exporter processes (one asyncio loop each, one port per variant) share the other "
-            "core(s). Measured cycles are one interval (15 s) apart, after a warm-up that lasts until every model "
+            "core(s), with `prometheus_timeout` 30 s (the default 5 s is too short for this Prometheus at 4,000 "
+            "pods). Measured cycles are one interval (15 s) apart, after a warm-up that lasts until every model "
             "is planned. `planned` counts the models whose plan in that cycle came from fresh demand through the "
-            "exact planner (a greedy fallback counts 0), lowest–highest over the measured cycles.\n\n"
+            "exact planner (a greedy fallback counts 0), lowest–highest over the measured cycles. "
+            + ("The two length-histogram queries read recording rules (`RECORDED` in bench/bench_cycle.py, the "
+               "default expressions evaluated by Prometheus every 15 s): queried directly they touch every "
+               "bucket series of every pod and took 5–10 s at 4,000 pods here, past `prometheus_timeout`. "
+               if args.recorded else "Every query is the service's default, queried directly. ")
+            + "\n\n"
             "Stages (medians over the measured cycles, wall time): `query` is the batch of aggregated queries "
             "(Prometheus evaluating them, the transfer, JSON decoding and shape checks), `parse` turning answers "
             "into per-model facts, `profiles` the directory store's lookup, `core` `optimizer.cycle.run_cycle` "
