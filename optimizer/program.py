@@ -254,6 +254,7 @@ NODE_LIMIT = 200
 LATTICE_POINTS = 20_000
 # Duals kept per model for the next search (each one bound over the box), and what counts as a zero dual.
 MEMORY_DUALS = 8
+MEMORIES = 2  # searches kept per model
 DUAL_ZERO = 1e-12
 # Independent single-model programs from this many on are searched together in one LP (see
 # branch_and_bound_blocks); fewer are cheaper one by one.
@@ -461,7 +462,7 @@ class _Program:
         return x
 
     def lattice_search(self, solver: highs._Highs, deadline: float, gap: float, max_points: int,
-                       memory: _Memory | None = None) -> tuple[FloatArray | str | None, _Memory | None]:
+                       memories: Sequence[_Memory] = ()) -> tuple[FloatArray | str | None, _Memory | None]:
         """Column values of an optimal plan of one model without a capped pool (within `gap`, as
         `branch_and_bound`), by cutting planes over every replica vector of its box, and what the next search
         of this model can start from; None when the box holds more than `max_points` vectors or an LP could
@@ -471,10 +472,11 @@ class _Program:
         moves bounds, so it is convex in y, and the duals of any LP of this program give a bound V(y) ≥ c + g·y
         valid for every y (`dual_bounds`). The vector with the lowest bound is evaluated exactly (one LP,
         warm-started), its bound added, until no unevaluated vector's bound can beat the best value by more
-        than the gap. The first bound comes from the relaxation, or, when `memory` holds an earlier search of
-        the same matrix (the previous cycle: other demand, same classes), from every LP that search evaluated,
-        re-priced on this cycle's bounds; its basis starts the first LP. A model whose demand moved little
-        then closes in one or two LPs."""
+        than the gap. The first bound comes from the relaxation, or, when `memories` hold earlier searches of
+        the same matrix (the previous cycle's steady and hold-aware plans: other demand and bounds, same
+        classes), from every LP they evaluated, re-priced on this cycle's bounds; a plan of theirs carried onto
+        this demand that no bound beats is returned without any LP, else the newest basis starts the first
+        LP. A model whose demand moved little closes in zero or one LP."""
         n = int(self.y_cols.size)
         lo0, hi0 = self.col_lower[self.y_cols], self.col_upper[self.y_cols]
         sizes = (hi0 - lo0 + 1).astype(np.int64)
@@ -503,24 +505,26 @@ class _Program:
             add_bounds(row_duals[-1][None, :], col_duals[-1][None, :])
             return float(self.col_cost @ cols), cols
 
-        warm = memory if memory is not None and self.same_matrix(memory.program) else None
-        if warm is not None:
-            add_bounds(warm.row_duals, warm.col_duals)
-            carried = self.carry(warm)
+        warm = [m for m in memories if self.same_matrix(m.program)]
+        for m in warm:
+            add_bounds(m.row_duals, m.col_duals)
+        for m in warm:
+            carried = self.carry(m)
             if carried is not None:
-                # Last cycle's plan, still feasible, and no vector's bound beats it by more than the gap: it
-                # is optimal within the gap here too, and no LP was needed.
+                # An earlier plan, still feasible, and no vector's bound beats it by more than the gap: it is
+                # optimal within the gap here too, and no LP was needed.
                 obj = float(self.col_cost @ carried)
                 if float(bound.min()) >= obj - max(gap * abs(obj), 1e-9):
-                    return carried, replace(warm, program=self, cols=carried)
+                    return carried, replace(m, program=self, cols=carried)
         error = self._pass(solver, integer=False)
         if error:
             return error, None
         solver.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.0))
-        if warm is not None:
-            row_duals += list(warm.row_duals)
-            col_duals += list(warm.col_duals)
-            solver.setBasis(warm.basis)
+        if warm:
+            for m in warm:
+                row_duals += list(m.row_duals)
+                col_duals += list(m.col_duals)
+            solver.setBasis(warm[0].basis)
         elif evaluate(lo0, hi0) is None:
             return None, None
         best_obj, best = math.inf, None
@@ -761,6 +765,11 @@ class _Program:
         return cols[y0:y0 + n_var], z
 
 
+def _same_box(a: _Program, b: _Program) -> bool:
+    return bool(np.array_equal(a.col_lower[a.y_cols], b.col_lower[b.y_cols])
+                and np.array_equal(a.col_upper[a.y_cols], b.col_upper[b.y_cols]))
+
+
 def _servable_demand(a: ModelArrays) -> bool:
     return bool(((a.lam > 0) & (a.mu > 0).any(axis=0)).any())
 
@@ -782,7 +791,7 @@ class Planner:
         self._solver: highs._Highs | None = None
         self.programs_solved = 0  # how many components needed HiGHS (the rest were read off the bounds)
         # Per model, its last lattice search: the next plan of the same model starts from its bounds.
-        self._memories: dict[str, _Memory] = {}
+        self._memories: dict[str, list[_Memory]] = {}
 
     def plan(self, request: PlanRequest) -> Plan:
         validate(request)
@@ -814,13 +823,13 @@ class Planner:
             self._solver = _quiet_solver()
         assert self._solver is None or isinstance(self._solver, highs._Highs)
         alone = [k for g in groups if len(g) == 1 for k in g if not set(arrays[k].pools) & set(request.pools)]
-        memories: dict[str, _Memory] = {}
+        memories: dict[str, list[_Memory]] = {}
         for k in alone if request.integer else ():
             assert self._solver is not None
             name = request.models[k].demand.model
             program = _Program([arrays[k]], {}, request)
             cols, memory = program.lattice_search(self._solver, deadline, request.mip_gap, LATTICE_POINTS,
-                                                  self._memories.get(name))
+                                                  self._memories.get(name, ()))
             if isinstance(cols, str):
                 # Out of time: the models searched so far keep what they learnt, so the next plans get further.
                 self._memories = {**self._memories, **memories}
@@ -829,7 +838,10 @@ class Planner:
                 out[k] = program.read(0, cols)
                 self.programs_solved += 1
             if memory is not None:
-                memories[name] = memory
+                # The newest first, then the last one planned under other replica bounds: a cycle's steady and
+                # hold-aware plans alternate, and each starts from its own kind.
+                others = [m for m in self._memories.get(name, ()) if not _same_box(m.program, program)]
+                memories[name] = [memory, *others[:MEMORIES - 1]]
         if request.integer:
             self._memories = memories  # only the models of the latest request: memory stays bounded
         if any(out[k] is not None for k in alone):
