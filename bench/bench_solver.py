@@ -46,6 +46,7 @@ from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "bench" / ".cache"
 AIBRIX_VERSION = "0.8.0"
+SOLVE_MAX_REPLICAS = 1000  # scaler/commands/solve.py's bound for a variant without --max
 
 
 def variants_for(n: int, grid: Grid) -> tuple[Variant, ...]:
@@ -61,7 +62,9 @@ def variants_for(n: int, grid: Grid) -> tuple[Variant, ...]:
         cost = round(float(rng.uniform(0.3, 4.0)), 2)
         profile = replace(src, variant=f"v{k}", accelerator=f"acc{k}", cost_per_hour=cost,
                           capacity=src.capacity * scale)
-        out.append(Variant(f"v{k}", profile))
+        # AIBrix bounds no variant: ours get `gpumix solve`'s default bound (1,000), not the service's (KEDA's
+        # maxReplicaCount default, 100), which binds on the largest demands here and would compare unlike plans.
+        out.append(Variant(f"v{k}", profile, max_replicas=SOLVE_MAX_REPLICAS))
     return tuple(out)
 
 

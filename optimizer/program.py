@@ -21,8 +21,14 @@ How it is solved, and why it stays exact:
   is read back. Sparse demand (a handful of active buckets) makes a program of a few dozen columns.
 - A component without servable demand has hi = lo for every variant (nothing to carry), so its plan is
   the lower bounds with no load, read off without a solver.
-- Everything else goes to HiGHS, built directly as arrays (no modelling layer to compile, a few tens of µs
-  per model), under the request's time limit; HiGHS's own output is switched off before it can print.
+- A model without a capped pool and a small replica box is solved by cutting planes over the box
+  (`_Program.lattice_search`): exact, and fewer LPs than branching.
+- Everything else goes to HiGHS, built directly as arrays (no modelling layer to compile; ~0.5 ms per model
+  with 4 variants and ~25 bucket classes), under the request's time limit; HiGHS's own output is switched
+  off before it can print.
+- The Planner remembers each model's last lattice search (`_Memory`): the next cycle's program has the same
+  matrix when only demand and counts moved, so the old duals still bound every replica vector and last
+  cycle's plan, moved onto the new demand, is often provably optimal within the gap without any LP.
 If HiGHS fails or runs out of time, the greedy plan of `optimizer.fallback` is returned with a status that
 says so.
 
@@ -37,7 +43,7 @@ import heapq
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -243,6 +249,13 @@ def components(arrays: Sequence[ModelArrays], pools: Mapping[str, float]) -> lis
 
 # LP relaxations the branch and bound may spend before HiGHS's MIP (with its cuts) takes the component.
 NODE_LIMIT = 200
+# A model without a capped pool whose replica box holds at most this many vectors is planned by
+# `lattice_search` (its bounds are evaluated for every vector at once: a few MB at most).
+LATTICE_POINTS = 20_000
+# Duals kept per model for the next search (each one bound over the box), and what counts as a zero dual.
+MEMORY_DUALS = 8
+MEMORIES = 2  # searches kept per model
+DUAL_ZERO = 1e-12
 # Independent single-model programs from this many on are searched together in one LP (see
 # branch_and_bound_blocks); fewer are cheaper one by one.
 BATCH_MIN = 8
@@ -252,6 +265,18 @@ BATCH_MAX = 100
 
 class _HandOver(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """What one model's lattice search leaves for its next one: the program (its matrix and costs), the duals
+    of the LPs it evaluated (valid bounds for any later program with the same matrix) and the last basis."""
+
+    program: _Program
+    row_duals: FloatArray  # one row per LP evaluated, newest last
+    col_duals: FloatArray
+    basis: highs.HighsBasis
+    cols: FloatArray  # the plan it returned
 
 
 class _Program:
@@ -307,6 +332,7 @@ class _Program:
         d_cols: list[npt.NDArray[np.int32]] = []  # |y − prev| columns, aligned with y_cols (churn > 0 only)
         prevs: list[FloatArray] = []
         self.blocks: list[tuple[int, int, int, int]] = []  # per model: columns [c0, c1), y_cols [y_a, y_b)
+        self.bucket_rows: list[int] = []  # per model: its first bucket-class row
         for a in arrays:
             scale = max(float(a.cost.max()), 1e-9) if per_model_scale else global_scale
             first_col, first_y = n_cols, sum(c.size for c in y_cols)
@@ -314,7 +340,11 @@ class _Program:
             active = np.flatnonzero((a.lam > 0) & (a.mu > 0).any(axis=0))
             # Buckets every variant serves at the same rate are one bucket to the program (same capacity
             # use, placement and penalty per req/s): merge them, split the load back in proportion to demand.
-            classes, member = np.unique(a.mu[:, active].T, axis=0, return_inverse=True)
+            columns = np.ascontiguousarray(a.mu[:, active].T)
+            # Rows compared as raw bytes: np.unique(axis=0) costs ~0.3 ms a call, this a few µs.
+            _, first, member = np.unique(columns.view(np.dtype((np.void, columns.dtype.itemsize * n_var))).ravel(),
+                                         return_index=True, return_inverse=True)
+            classes = columns[first]
             member = member.ravel()
             lam = np.asarray(np.bincount(member, weights=a.lam[active], minlength=classes.shape[0]), dtype=np.float64)
             sub_mu = classes.T
@@ -355,6 +385,7 @@ class _Program:
             self.slices.append((y0, (pg.astype(np.intp), pb.astype(np.intp)), z0, active, member, share,
                                 lam.size))
             self.blocks.append((first_col, n_cols, first_y, first_y + n_var))
+            self.bucket_rows.append(r_bucket)
             self.shapes.append(a.mu.shape)
         r_all, c_all, v_all = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
         order = np.argsort(c_all, kind="stable")
@@ -370,6 +401,7 @@ class _Program:
         self.a_index = r_all[order]
         self.a_value = v_all[order]
         self.a_start = np.searchsorted(c_all[order], np.arange(n_cols + 1)).astype(np.int32)
+        self.entry_col = c_all[order]  # the column of each matrix entry
         self.integer = request.integer
         self.y_cols = np.concatenate(y_cols)
         self.d_cols = np.concatenate(d_cols) if d_cols else None
@@ -379,6 +411,9 @@ class _Program:
 
     def _pass(self, solver: highs._Highs, integer: bool) -> str | None:
         solver.clearModel()
+        # The LP searches re-solve one small program many times from the last basis: presolve would only
+        # rebuild what the warm start keeps (~20 % of each re-solve). The MIP solver needs it.
+        solver.setOptionValue("presolve", "choose" if integer else "off")
         status = solver.passModel(
             self.n_cols, self.n_rows, int(self.a_index.size), int(highs.MatrixFormat.kColwise),
             int(highs.ObjSense.kMinimize), 0.0, self.col_cost, self.col_lower, self.col_upper,
@@ -386,6 +421,128 @@ class _Program:
             self.integrality if integer else np.zeros(self.n_cols, dtype=np.int32),
         )
         return None if status == highs.HighsStatus.kOk else f"model rejected by HiGHS ({status})"
+
+    def same_matrix(self, other: _Program) -> bool:
+        """Same constraint matrix and costs: the duals of one program's LPs are dual-feasible for the other's,
+        whatever the bounds (demand per class, replica bounds, previous counts) of each."""
+        return (self.n_rows == other.n_rows and np.array_equal(self.a_start, other.a_start)
+                and np.array_equal(self.a_index, other.a_index) and np.array_equal(self.a_value, other.a_value)
+                and np.array_equal(self.col_cost, other.col_cost))
+
+    def dual_bounds(self, row_duals: FloatArray, col_duals: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(c, G) with V(y) ≥ c_k + G_k·y for every replica vector y and every k, from the duals (one row each)
+        of LPs of a program with the same matrix and costs, evaluated on this program's bounds (weak duality:
+        each bound times the dual that prices it, the y columns left as variables; −inf when a dual prices a
+        missing bound, which only makes that bound useless)."""
+        pi = np.where(np.abs(row_duals) > DUAL_ZERO, row_duals, 0.0)
+        d = np.where(np.abs(col_duals) > DUAL_ZERO, col_duals, 0.0)
+        g = d[:, self.y_cols]
+        d[:, self.y_cols] = 0.0
+        rows = np.where(pi > 0, self.row_lower, np.where(pi < 0, self.row_upper, 0.0))
+        cols = np.where(d > 0, self.col_lower, np.where(d < 0, self.col_upper, 0.0))
+        return (pi * rows).sum(axis=1) + (d * cols).sum(axis=1), g
+
+    def carry(self, memory: _Memory) -> FloatArray | None:
+        """The memory's plan moved onto this program's bounds (same matrix, one model): the same replicas,
+        each class's load and slack scaled by how its demand changed, churn against this cycle's previous
+        counts. None unless that is feasible here (capacity left, replicas within bounds), to a 1e-9 margin."""
+        _, (pg, pc), z0, _, _, _, n_classes = self.slices[0]
+        rows = slice(self.bucket_rows[0], self.bucket_rows[0] + n_classes)
+        ratio = self.row_lower[rows] / memory.program.row_lower[rows]
+        x = memory.cols.copy()
+        x[z0:z0 + pg.size] *= ratio[pc]
+        x[z0 + pg.size:z0 + pg.size + n_classes] *= ratio
+        if self.d_cols is not None and self.prev is not None:
+            x[self.d_cols] = np.abs(x[self.y_cols] - self.prev)
+        activity = np.bincount(self.a_index, weights=self.a_value * x[self.entry_col], minlength=self.n_rows)
+        slack = 1e-9 * np.maximum(1.0, np.abs(activity))
+        if (np.any(activity < self.row_lower - slack) or np.any(activity > self.row_upper + slack)
+                or np.any(x < self.col_lower - 1e-9) or np.any(x > self.col_upper + 1e-9)):
+            return None
+        return x
+
+    def lattice_search(self, solver: highs._Highs, deadline: float, gap: float, max_points: int,
+                       memories: Sequence[_Memory] = ()) -> tuple[FloatArray | str | None, _Memory | None]:
+        """Column values of an optimal plan of one model without a capped pool (within `gap`, as
+        `branch_and_bound`), by cutting planes over every replica vector of its box, and what the next search
+        of this model can start from; None when the box holds more than `max_points` vectors or an LP could
+        not be read (the caller then branches).
+
+        V(y), the program's optimum with the replica counts fixed at y, is the value of an LP in which y only
+        moves bounds, so it is convex in y, and the duals of any LP of this program give a bound V(y) ≥ c + g·y
+        valid for every y (`dual_bounds`). The vector with the lowest bound is evaluated exactly (one LP,
+        warm-started), its bound added, until no unevaluated vector's bound can beat the best value by more
+        than the gap. The first bound comes from the relaxation, or, when `memories` hold earlier searches of
+        the same matrix (the previous cycle's steady and hold-aware plans: other demand and bounds, same
+        classes), from every LP they evaluated, re-priced on this cycle's bounds; a plan of theirs carried onto
+        this demand that no bound beats is returned without any LP, else the newest basis starts the first
+        LP. A model whose demand moved little closes in zero or one LP."""
+        n = int(self.y_cols.size)
+        lo0, hi0 = self.col_lower[self.y_cols], self.col_upper[self.y_cols]
+        sizes = (hi0 - lo0 + 1).astype(np.int64)
+        if float(np.prod(sizes.astype(np.float64))) > max_points:
+            return None, None
+        points = np.stack(np.meshgrid(*(np.arange(lo0[g], hi0[g] + 1) for g in range(n)), indexing="ij"),
+                          axis=-1).reshape(-1, n)
+        row_duals: list[FloatArray] = []
+        col_duals: list[FloatArray] = []
+        bound = np.full(points.shape[0], -math.inf)
+
+        def add_bounds(rows: FloatArray, cols: FloatArray) -> None:
+            c, g = self.dual_bounds(rows, cols)
+            np.maximum(bound, (c[:, None] + g @ points.T).max(axis=0), out=bound)
+
+        def evaluate(lo: FloatArray, hi: FloatArray) -> tuple[float, FloatArray] | None:
+            self.nodes += 1
+            solver.changeColsBounds(n, self.y_cols, lo, hi)
+            solver.run()
+            if solver.getModelStatus() != highs.HighsModelStatus.kOptimal:
+                return None  # every y is feasible (the slack s serves the rest): this is HiGHS, not the plan
+            solution = solver.getSolution()
+            cols = np.asarray(solution.col_value, dtype=np.float64)
+            row_duals.append(np.asarray(solution.row_dual, dtype=np.float64))
+            col_duals.append(np.asarray(solution.col_dual, dtype=np.float64))
+            add_bounds(row_duals[-1][None, :], col_duals[-1][None, :])
+            return float(self.col_cost @ cols), cols
+
+        warm = [m for m in memories if self.same_matrix(m.program)]
+        for m in warm:
+            add_bounds(m.row_duals, m.col_duals)
+        for m in warm:
+            carried = self.carry(m)
+            if carried is not None:
+                # An earlier plan, still feasible, and no vector's bound beats it by more than the gap: it is
+                # optimal within the gap here too, and no LP was needed.
+                obj = float(self.col_cost @ carried)
+                if float(bound.min()) >= obj - max(gap * abs(obj), 1e-9):
+                    return carried, replace(m, program=self, cols=carried)
+        error = self._pass(solver, integer=False)
+        if error:
+            return error, None
+        solver.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.0))
+        if warm:
+            for m in warm:
+                row_duals += list(m.row_duals)
+                col_duals += list(m.col_duals)
+            solver.setBasis(warm[0].basis)
+        elif evaluate(lo0, hi0) is None:
+            return None, None
+        best_obj, best = math.inf, None
+        while True:
+            k = int(np.argmin(bound))
+            if best is not None and bound[k] >= best_obj - max(gap * abs(best_obj), 1e-9):
+                break
+            if time.perf_counter() > deadline:
+                return "solver status time limit reached", None
+            y = points[k].astype(np.float64)
+            found = evaluate(y, y)
+            if found is None:
+                return None, None
+            if found[0] < best_obj:
+                best_obj, best = found
+            bound[k] = math.inf  # evaluated exactly: best_obj already accounts for it
+        return best, _Memory(self, np.vstack(row_duals[-MEMORY_DUALS:]), np.vstack(col_duals[-MEMORY_DUALS:]),
+                             solver.getBasis(), best)
 
     def branch_and_bound(self, solver: highs._Highs, deadline: float, gap: float, node_limit: int
                          ) -> FloatArray | str | None:
@@ -608,6 +765,11 @@ class _Program:
         return cols[y0:y0 + n_var], z
 
 
+def _same_box(a: _Program, b: _Program) -> bool:
+    return bool(np.array_equal(a.col_lower[a.y_cols], b.col_lower[b.y_cols])
+                and np.array_equal(a.col_upper[a.y_cols], b.col_upper[b.y_cols]))
+
+
 def _servable_demand(a: ModelArrays) -> bool:
     return bool(((a.lam > 0) & (a.mu > 0).any(axis=0)).any())
 
@@ -622,11 +784,14 @@ def _quiet_solver() -> highs._Highs:
 
 
 class Planner:
-    """Plans a request component by component; keeps one quiet HiGHS instance for all of them."""
+    """Plans a request component by component; keeps one quiet HiGHS instance for all of them, and per model
+    what its last search learnt (`_Memory`)."""
 
     def __init__(self) -> None:
         self._solver: highs._Highs | None = None
         self.programs_solved = 0  # how many components needed HiGHS (the rest were read off the bounds)
+        # Per model, its last lattice search: the next plan of the same model starts from its bounds.
+        self._memories: dict[str, list[_Memory]] = {}
 
     def plan(self, request: PlanRequest) -> Plan:
         validate(request)
@@ -658,6 +823,31 @@ class Planner:
             self._solver = _quiet_solver()
         assert self._solver is None or isinstance(self._solver, highs._Highs)
         alone = [k for g in groups if len(g) == 1 for k in g if not set(arrays[k].pools) & set(request.pools)]
+        memories: dict[str, list[_Memory]] = {}
+        for k in alone if request.integer else ():
+            assert self._solver is not None
+            name = request.models[k].demand.model
+            program = _Program([arrays[k]], {}, request)
+            cols, memory = program.lattice_search(self._solver, deadline, request.mip_gap, LATTICE_POINTS,
+                                                  self._memories.get(name, ()))
+            if isinstance(cols, str):
+                # Out of time: the models searched so far keep what they learnt, so the next plans get further.
+                self._memories = {**self._memories, **memories}
+                return cols
+            if cols is not None:
+                out[k] = program.read(0, cols)
+                self.programs_solved += 1
+            if memory is not None:
+                # The newest first, then the last one planned under other replica bounds: a cycle's steady and
+                # hold-aware plans alternate, and each starts from its own kind.
+                others = [m for m in self._memories.get(name, ()) if not _same_box(m.program, program)]
+                memories[name] = [memory, *others[:MEMORIES - 1]]
+        if request.integer:
+            self._memories = memories  # only the models of the latest request: memory stays bounded
+        if any(out[k] is not None for k in alone):
+            settled = {k for k in alone if out[k] is not None}
+            alone = [k for k in alone if k not in settled]
+            groups = [g for g in groups if not (len(g) == 1 and g[0] in settled)]
         for first in range(0, len(alone), BATCH_MAX) if request.integer and len(alone) >= BATCH_MIN else ():
             chunk = alone[first:first + BATCH_MAX]
             assert self._solver is not None

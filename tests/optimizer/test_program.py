@@ -387,3 +387,90 @@ def test_independent_models_searched_together_match_the_oracle_one_by_one(seed: 
         alone = replace(request, models=(mp,))
         got = _plan_objective(alone, plan.models[mp.demand.model])
         assert got == pytest.approx(_oracle_objective(alone), rel=1e-6, abs=1e-6), mp.demand.model
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_lattice_search_alone_matches_the_oracle(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model without a capped pool and a small replica box is planned by cutting planes over its box: with
+    branching and HiGHS's MIP made unavailable, the plan must still be the oracle's optimum."""
+    import optimizer.program as program
+
+    def unavailable(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the lattice search should have planned this model")
+
+    rng = np.random.default_rng(500 + seed)
+    request = _random_request(rng, n_models=1, shared_pool=False)
+    arrays = program.model_arrays(request.models[0], request.utilization)
+    assert float(np.prod(arrays.hi - arrays.lo + 1)) <= program.LATTICE_POINTS
+    monkeypatch.setattr(program._Program, "branch_and_bound", unavailable)
+    monkeypatch.setattr(program._Program, "solve", unavailable)
+    assert _plan_objective(request) == pytest.approx(_oracle_objective(request), rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_planner_carried_across_changing_demands_stays_at_the_oracle(seed: int) -> None:
+    """One Planner, one model's demand moving cycle by cycle (a little, a lot, up and down, its previous
+    counts following the plan): each plan starts from the last search's bounds and plan (`_Memory`), and each
+    must still be feasible and the oracle's optimum for its own demand."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(900 + seed)
+    request = _random_request(rng, n_models=1, shared_pool=False)
+    planner = Planner()
+    mp = request.models[0]
+    for factor in (1.0, 1.01, 0.99, 1.3, 0.6, 1.0, 1.002):
+        rates = mp.demand.rates * factor * rng.uniform(0.98, 1.02, size=mp.demand.rates.shape)
+        mp = replace(mp, demand=replace(mp.demand, rates=rates))
+        step = replace(request, models=(mp,))
+        plan = planner.plan(step)
+        assert plan.status == "optimal"
+        got = _plan_objective(step, plan.models[mp.demand.model])
+        assert got == pytest.approx(_oracle_objective(step), rel=1e-6, abs=1e-6), factor
+        replicas = plan.models[mp.demand.model].replicas
+        mp = replace(mp, variants=tuple(replace(v, previous_replicas=replicas[v.name]) for v in mp.variants))
+
+
+def test_the_bounds_of_one_search_hold_for_the_next_demand() -> None:
+    """`dual_bounds`: the duals of an LP of one cycle's program, priced on the next cycle's bounds (same
+    matrix, other demand and previous counts), bound that cycle's V(y) from below at every replica vector,
+    and equal V at the vector they were computed at (strong duality)."""
+    from dataclasses import replace
+
+    from highspy import _core as highs
+
+    import optimizer.program as program
+
+    rng = np.random.default_rng(3)
+    request = _random_request(rng, n_models=1, shared_pool=False)
+    request = replace(request, churn=0.05)
+    mp = request.models[0]
+    later = replace(mp, demand=replace(mp.demand, rates=mp.demand.rates * 1.2),
+                    variants=tuple(replace(v, previous_replicas=(v.previous_replicas or 0) + 1) for v in mp.variants))
+    now_p = program._Program([program.model_arrays(mp, request.utilization)], {}, request)
+    next_p = program._Program([program.model_arrays(later, request.utilization)], {}, replace(request, models=(later,)))
+    assert now_p.same_matrix(next_p)
+    solver = program._quiet_solver()
+
+    def value(p: program._Program, y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        p._pass(solver, integer=False)
+        solver.changeColsBounds(y.size, p.y_cols, y, y)
+        solver.run()
+        assert solver.getModelStatus() == highs.HighsModelStatus.kOptimal
+        sol = solver.getSolution()
+        return (solver.getInfo().objective_function_value, np.asarray(sol.row_dual)[None, :],
+                np.asarray(sol.col_dual)[None, :])
+
+    lo, hi = now_p.col_lower[now_p.y_cols], now_p.col_upper[now_p.y_cols]
+    checked = 0
+    for _ in range(6):
+        y = np.array([float(rng.integers(a, b + 1)) for a, b in zip(lo, hi, strict=True)])
+        v_now, rows, cols = value(now_p, y)
+        c, g = now_p.dual_bounds(rows, cols)
+        assert float(c[0] + g[0] @ y) == pytest.approx(v_now, rel=1e-7, abs=1e-7)
+        c, g = next_p.dual_bounds(rows, cols)
+        for _ in range(6):
+            y2 = np.array([float(rng.integers(a, b + 1)) for a, b in zip(lo, hi, strict=True)])
+            y2 = np.clip(y2, next_p.col_lower[next_p.y_cols], next_p.col_upper[next_p.y_cols])
+            assert float(c[0] + g[0] @ y2) <= value(next_p, y2)[0] + 1e-7
+            checked += 1
+    assert checked == 36
