@@ -225,10 +225,11 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
     def planned(snapshot: Any) -> int:
         """Models planned from this cycle's fresh demand by the exact planner (not its greedy fallback)."""
         plan = controller.last.plan if controller.last is not None else None
-        if plan is None or plan.solver != "highs":
+        if plan is None:
             return 0
-        return sum(1 for mv in snapshot.models.values()
-                   if mv.verdict == "fresh" and mv.demand_rps and mv.cost_per_hour is not None)
+        return sum(1 for mid, mv in snapshot.models.items()
+                   if mv.verdict == "fresh" and mv.demand_rps and mv.cost_per_hour is not None
+                   and plan.exact(str(mid)))
 
     try:
         warm_until = time.monotonic() + 300

@@ -160,13 +160,14 @@ def decide(
         needs[name] = steady_needs[name]
         busy[name] = next(m.busy[name] for m in steady.models.values() if name in m.busy)
     final = hysteresis(needs, busy, previous, settings.utilization, settings.hysteresis_margin)
+    by_greedy = {v for m in plan.greedy for v in plan.models[m].replicas}
     for name, n in final.items():
         recommendations[name] = n
         if n != needs[name]:
             reasons[name] = f"planned {needs[name]}; kept {n} until the smaller fleet fits with margin"
         elif name in releasing:
             reasons[name] = f"held by the HPA at {held[name]}; its capacity is used while the hold lasts"
-        elif plan.solver != "highs":
+        elif name in by_greedy:
             reasons[name] = plan.status
         else:
             reasons[name] = "planned"

@@ -142,9 +142,13 @@ class ModelPlan:
 @dataclass(frozen=True)
 class Plan:
     models: dict[str, ModelPlan]
-    status: str  # "optimal", or "fallback: <why>"
-    solver: str  # "highs" (also when every component was read off its bounds) or "greedy"
+    status: str  # "optimal", or "fallback: <why>" / "fallback for n of m models: <why>"
+    solver: str  # "highs" (also when every component was read off its bounds), "greedy", or "highs+greedy"
     solve_ms: float
+    greedy: frozenset[str] = frozenset()  # models planned by the fallback (the rest are exact)
+
+    def exact(self, model: str) -> bool:
+        return model not in self.greedy
 
     @property
     def cost_per_hour(self) -> float:
@@ -792,24 +796,36 @@ class Planner:
         self.programs_solved = 0  # how many components needed HiGHS (the rest were read off the bounds)
         # Per model, its last lattice search: the next plan of the same model starts from its bounds.
         self._memories: dict[str, list[_Memory]] = {}
+        self._behind: frozenset[str] = frozenset()  # models the last plan ran out of time for: searched first
 
     def plan(self, request: PlanRequest) -> Plan:
+        """The exact plan of every model within the time limit. Out of time, the models planned so far keep
+        their exact plans and only the rest get the greedy fallback's (together, so shared pools hold); the
+        next plan searches those first, so a request too large for one limit is planned exactly over a few."""
         validate(request)
         started = time.perf_counter()
         arrays = [model_arrays(mp, request.utilization) for mp in request.models]
-        outcome = self._solve(request, arrays, started)
-        if isinstance(outcome, str):
-            models = _greedy_models(request, arrays)
-            return Plan(models, f"fallback: {outcome}", "greedy", (time.perf_counter() - started) * 1e3)
-        models = {
-            mp.demand.model: _model_plan(mp, arr, y, z)
-            for mp, arr, (y, z) in zip(request.models, arrays, outcome, strict=True)
-        }
-        return Plan(models, "optimal", "highs", (time.perf_counter() - started) * 1e3)
+        solved, why = self._solve(request, arrays, started)
+        rest = [k for k, x in enumerate(solved) if x is None]
+        split = dict(zip(rest, greedy([arrays[k] for k in rest], request.pools, request.utilization), strict=True))
+        models = {}
+        for k, (mp, arr) in enumerate(zip(request.models, arrays, strict=True)):
+            found = solved[k]
+            models[mp.demand.model] = (_model_plan(mp, arr, *found) if found is not None
+                                       else make_model_plan(mp, arr, *split[k]))
+        behind = frozenset(request.models[k].demand.model for k in rest)
+        self._behind = behind
+        ms = (time.perf_counter() - started) * 1e3
+        if not rest:
+            return Plan(models, "optimal", "highs", ms)
+        if len(rest) == len(arrays):
+            return Plan(models, f"fallback: {why}", "greedy", ms, behind)
+        return Plan(models, f"fallback for {len(rest)} of {len(arrays)} models: {why}", "highs+greedy", ms, behind)
 
     def _solve(self, request: PlanRequest, arrays: Sequence[ModelArrays], started: float
-               ) -> list[tuple[FloatArray, FloatArray]] | str:
-        """The solution per model, or why there is none."""
+               ) -> tuple[list[tuple[FloatArray, FloatArray] | None], str | None]:
+        """The solution per model (None where there is none) and, if any is missing, why. Every component is
+        either solved whole or not at all, so the missing ones can be planned apart."""
         out: list[tuple[FloatArray, FloatArray] | None] = [None] * len(arrays)
         deadline = started + request.time_limit_s
         groups = []
@@ -823,6 +839,7 @@ class Planner:
             self._solver = _quiet_solver()
         assert self._solver is None or isinstance(self._solver, highs._Highs)
         alone = [k for g in groups if len(g) == 1 for k in g if not set(arrays[k].pools) & set(request.pools)]
+        alone.sort(key=lambda k: request.models[k].demand.model not in self._behind)  # stable: behind first
         memories: dict[str, list[_Memory]] = {}
         for k in alone if request.integer else ():
             assert self._solver is not None
@@ -833,7 +850,7 @@ class Planner:
             if isinstance(cols, str):
                 # Out of time: the models searched so far keep what they learnt, so the next plans get further.
                 self._memories = {**self._memories, **memories}
-                return cols
+                return out, cols
             if cols is not None:
                 out[k] = program.read(0, cols)
                 self.programs_solved += 1
@@ -854,7 +871,7 @@ class Planner:
             batch = _Program([arrays[k] for k in chunk], {}, request, per_model_scale=True)
             result = batch.branch_and_bound_blocks(self._solver, deadline, request.mip_gap, NODE_LIMIT)
             if isinstance(result, str):
-                return result
+                return out, result
             for i, (k, found) in enumerate(zip(chunk, result, strict=True)):
                 if found is not None:
                     out[k] = batch.read(i, found)
@@ -871,13 +888,12 @@ class Planner:
             if cols is None:
                 cols = program.solve(self._solver, deadline - time.perf_counter(), request.mip_gap)
             if isinstance(cols, str):
-                return cols
+                return out, cols
             self.programs_solved += 1
             for i, k in enumerate(group):
                 out[k] = program.read(i, cols)
-        solved = [x for x in out if x is not None]
-        assert len(solved) == len(arrays)
-        return solved
+        assert all(x is not None for x in out)
+        return out, None
 
 
 def greedy_plan(request: PlanRequest) -> Plan:

@@ -236,10 +236,10 @@ class Controller:
         for mkey in plan.models:
             hist = self.table.counters.solve_seconds.setdefault(mkey, Histogram())
             hist.observe(plan.solve_ms / 1e3)
-            if plan.solver != "highs":
+            if not plan.exact(mkey):
                 fb = self.table.counters.solver_fallback
                 fb[mkey] = fb.get(mkey, 0) + 1
-        self.problems.report("solver", "ok" if plan.solver == "highs" else "fallback", status=plan.status)
+        self.problems.report("solver", "ok" if not plan.greedy else "fallback", status=plan.status)
 
     # -- running
 
