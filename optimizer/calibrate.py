@@ -334,6 +334,7 @@ class ModelWindow:
     histograms: Mapping[str, LatencyHistogram]  # over every replica of the model (what users got)
     load: float | None  # observed demand / (replicas × corrected capacity): the utilisation it ran at
     window_s: float = 0.0  # how far back the histograms reach: a lowered u waits this long for new evidence
+    capacity_arriving: bool = False  # replicas were starting in the window: its misses are cold-start misses
 
 
 Buckets = Sequence[tuple[float, float]]  # [(le, count)], as `increase(x_bucket[w])` answers, +Inf included
@@ -801,6 +802,10 @@ def _judge_headroom(u: float, window: ModelWindow, settings: CalibrationSettings
     ev = Evidence(load=window.load, latency_ratio=att.latency_ratio, attainment=att.attainment, requests=att.requests)
     budget = 1 - settings.attainment_target
     if att.misses(budget, settings.significance):
+        if window.capacity_arriving:
+            # Capacity was already on its way: the misses are the cold start's (the forecast's business, and
+            # counted as arriving capacity by the cycle), and standing headroom bought for them idles after.
+            return Verdict(Outcome.HELD, u, u, ev, "missed while capacity was starting: not for headroom")
         new = max(settings.utilization_min, u * settings.headroom_down)
         return Verdict(Outcome.DERATED, u, new, ev, "attainment below target", new == settings.utilization_min)
     loaded = window.load is not None and window.load >= settings.headroom_min_load * u

@@ -261,8 +261,10 @@ def calibrate(models: Sequence[ModelInput], verdicts: Mapping[ModelId, Verdict],
         demand = observed.get(m.id)
         load = None if demand is None else model_load(demand, fleet)
         slo = model_slo([p for p, _ in fleet])
-        model_windows.append(ModelWindow(str(m.id), slo, served_histograms(evidence), load,
-                                         max(e.window_s for e in evidence)))
+        window_s = max(e.window_s for e in evidence)
+        arriving = any(starting(v) for v in m.variants) or any(
+            pod.age_s is not None and pod.age_s < window_s for e in evidence for pod in e.pods.values())
+        model_windows.append(ModelWindow(str(m.id), slo, served_histograms(evidence), load, window_s, arriving))
     return update(state, windows, model_windows, now, settings)
 
 

@@ -98,6 +98,8 @@ MUTATIONS = (
     Mutation("headroom lowered once per window of evidence", "optimizer/calibrate.py",
              "if verdict.outcome is Outcome.DERATED and m.lowered_at is not None and now - m.lowered_at < mw.window_s:",
              "if False:", CAL),
+    Mutation("headroom not lowered for misses while capacity was starting", "optimizer/calibrate.py",
+             "        if window.capacity_arriving:", "        if False:", CAL),
     Mutation("calibration skips warming replicas", "optimizer/calibrate.py",
              "    mature = [r for r in window.replicas if r.age_s >= settings.warmup_s + window.window_s]",
              "    mature = list(window.replicas)", CAL),

@@ -5,6 +5,7 @@ cycle learns. Tables read as the specification; `make mutation` removes each rul
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -122,21 +123,22 @@ def test_a_derated_variant_is_planned_with_its_new_factor_in_the_same_cycle() ->
 # ---------------------------------------------------------------------------------- the headroom's pace
 
 PACE = [
-    # (case, seconds since u was last lowered (None: never), window, outcome, u after)
-    ("a miss lowers u", None, 120.0, Outcome.DERATED, 0.95 * 0.8),
-    ("the window still holds the misses that lowered u: held", 60.0, 120.0, Outcome.HELD, 0.8),
-    ("a whole window after the change: lowered again", 120.0, 120.0, Outcome.DERATED, 0.95 * 0.8),
+    # (case, seconds since u was last lowered (None: never), window, capacity arriving, outcome, u after)
+    ("a miss lowers u", None, 120.0, False, Outcome.DERATED, 0.95 * 0.8),
+    ("the window still holds the misses that lowered u: held", 60.0, 120.0, False, Outcome.HELD, 0.8),
+    ("a whole window after the change: lowered again", 120.0, 120.0, False, Outcome.DERATED, 0.95 * 0.8),
+    ("misses while replicas were starting are the cold start's: held", None, 120.0, True, Outcome.HELD, 0.8),
 ]
 
 
-@pytest.mark.parametrize("case, since, window_s, outcome, after", PACE, ids=[r[0] for r in PACE])
+@pytest.mark.parametrize("case, since, window_s, arriving, outcome, after", PACE, ids=[r[0] for r in PACE])
 def test_headroom_is_lowered_once_per_window_of_evidence(case: str, since: float | None, window_s: float,
-                                                         outcome: Outcome, after: float) -> None:
+                                                         arriving: bool, outcome: Outcome, after: float) -> None:
     settings = CalibrationSettings()
     lowered_at = None if since is None else NOW - since
     state = CalibrationState({}, {"llm/m": ModelHeadroom(0.8, lowered_at=lowered_at)})
     base = model_window(requests=2000, ratio=3.0, load=0.8)  # p99 at 3× the limit: a clear miss
-    mw = ModelWindow(base.model, base.slo, base.histograms, base.load, window_s)
+    mw = ModelWindow(base.model, base.slo, base.histograms, base.load, window_s, arriving)
     step = update(state, [], [mw], NOW, settings)
     assert step.models["llm/m"].outcome is outcome
     assert step.state.models["llm/m"].utilization == pytest.approx(after)
@@ -158,3 +160,27 @@ def test_capacity_at_a_mix(case: str, short: float, long: float, capacity: float
     mix = from_buckets("m", GRID, [(*SHORT, short), (*LONG, long)])
     got = predicted_capacity(CHEAP, mix)
     assert got == (None if capacity is None else pytest.approx(capacity))
+
+
+ARRIVING = [
+    # (case, big's current / ready replicas, its pod's age in s, capacity arriving)
+    ("all ready and mature", (1, 1), 3600.0, False),
+    ("a replica starting", (2, 1), 3600.0, True),
+    ("a pod turned ready inside the window", (1, 1), 30.0, True),
+]
+
+
+@pytest.mark.parametrize("case, counts, age, arriving", ARRIVING, ids=[r[0] for r in ARRIVING])
+def test_the_cycle_tells_the_headroom_when_capacity_was_arriving(case: str, counts: tuple[int, int], age: float,
+                                                                 arriving: bool) -> None:
+    ev = VariantEvidence(60.0, {"big-0": replace(pod(600.0, 0.1), age_s=age)}, 0.0, 0.0,
+                         HALF.prompt_histogram, HALF.generation_histogram)
+    given = big_model(10.0, ev=ev)
+    big = replace(given.variants[1], current_replicas=counts[0], ready_replicas=counts[1])
+    given = replace(given, variants=(given.variants[0], big))
+    settings = replace(CAL, min_requests=0.0, significance=0.0)
+    step = run_cycle([given], {}, NOW, replace(ON, calibration=settings), Planner(),
+                     calibration=CalibrationState()).calibration
+    assert step is not None
+    verdict = step.models[str(MID)]
+    assert (verdict.outcome is Outcome.HELD) == arriving, verdict
