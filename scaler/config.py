@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from optimizer.calibrate import CalibrationSettings
+
 # PromQL templates. {window} is the rate window; {model}, {variant}, {namespace} are the configured label
 # names. Each query is aggregated over the whole fleet: the number of queries per cycle does not grow with
 # the number of variants.
@@ -103,6 +105,19 @@ DEFAULT_QUERIES: dict[str, dict[str, str]] = {
 QUERY_NAMES = frozenset(DEFAULT_QUERIES["v1"])
 
 
+# Each configuration option that sets a calibration setting (optimizer/calibrate.py), by the setting's name
+# there: CalibrationSettings validates them, once, and its messages are given back in the options' names.
+CALIBRATION_OPTIONS = {
+    "calibration_factor_min": "factor_min",
+    "calibration_factor_max": "factor_max",
+    "calibration_warmup": "warmup_s",
+    "attainment_target": "attainment_target",
+    "utilization": "utilization_initial",
+    "utilization_min": "utilization_min",
+    "utilization_max": "utilization_max",
+}
+
+
 class ConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
@@ -167,6 +182,9 @@ class Config:
     @property
     def rate_window_s(self) -> float:
         return duration_s(self.rate_window)
+
+    def calibration_settings(self) -> CalibrationSettings:
+        return CalibrationSettings(**{name: getattr(self, option) for option, name in CALIBRATION_OPTIONS.items()})
 
     @property
     def calibration_window_s(self) -> float:
@@ -379,16 +397,10 @@ def validate(c: Config) -> list[str]:
             problems.append(f"{name}: must be a Prometheus duration like 1m or 30s, got {getattr(c, name)!r}")
     if c.calibration_interval <= 0:
         problems.append(f"calibration_interval: must be > 0, got {c.calibration_interval}")
-    if c.calibration_warmup < 0:
-        problems.append(f"calibration_warmup: must be >= 0 seconds, got {c.calibration_warmup}")
-    if not 0 < c.attainment_target < 1:
-        problems.append(f"attainment_target: must be in (0, 1), e.g. 0.99, got {c.attainment_target}")
-    if not 0 < c.utilization_min <= c.utilization <= c.utilization_max <= 1:
-        problems.append("utilization_min <= utilization <= utilization_max must hold within (0, 1], got "
-                        f"{c.utilization_min}, {c.utilization}, {c.utilization_max}")
-    if not 0 < c.calibration_factor_min <= 1 <= c.calibration_factor_max:
-        problems.append("calibration_factor_min <= 1 <= calibration_factor_max must hold (and min > 0), got "
-                        f"{c.calibration_factor_min}, {c.calibration_factor_max}")
+    for problem in c.calibration_settings().problems():
+        for option, setting in CALIBRATION_OPTIONS.items():
+            problem = re.sub(rf"\b{setting}\b", option, problem)
+        problems.append(problem)
     if c.metrics not in DEFAULT_QUERIES:
         problems.append(f"metrics: must be one of {', '.join(DEFAULT_QUERIES)}, got {c.metrics!r}")
     for name in c.queries:

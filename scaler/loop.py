@@ -68,15 +68,6 @@ class StaticInventory:
         return self.inventory
 
 
-def calibration_settings(config: Config) -> CalibrationSettings:
-    return CalibrationSettings(
-        factor_min=config.calibration_factor_min, factor_max=config.calibration_factor_max,
-        warmup_s=config.calibration_warmup,
-        attainment_target=config.attainment_target, utilization_initial=config.utilization,
-        utilization_min=config.utilization_min, utilization_max=config.utilization_max,
-    )
-
-
 def cycle_settings(config: Config, inventory: Inventory) -> CycleSettings:
     return CycleSettings(
         decide=Settings(utilization=config.utilization, churn=config.churn,
@@ -85,7 +76,7 @@ def cycle_settings(config: Config, inventory: Inventory) -> CycleSettings:
         drain_time_s=config.drain_time,
         max_sample_age_s=config.max_sample_age,
         forecast_horizon_s=config.forecast_horizon,
-        calibration=calibration_settings(config) if config.calibration else None,
+        calibration=config.calibration_settings() if config.calibration else None,
         forecast_trend_s=config.forecast_trend,
         cold_start_s=config.cold_start,
     )
@@ -148,7 +139,7 @@ class Controller:
         self.cycles = 0
         self.last: CycleResult | None = None
         self.recent: dict[ModelId, list[tuple[float, Demand]]] = {}  # the forecast's look-back, in memory only
-        self.calibration = calibration or CalibrationStore(None, calibration_settings(config))
+        self.calibration = calibration or CalibrationStore(None, config.calibration_settings())
         self.evidence_at: float | None = None  # when the calibration's evidence was last asked for
 
     async def cycle(self) -> Published:

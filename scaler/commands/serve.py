@@ -138,7 +138,7 @@ async def serve(config: Config, started: asyncio.Event | None = None, ha: str = 
     from scaler import adapter, keda
     from scaler.calibration_store import CalibrationStore
     from scaler.inventory import InventoryError, load_inventory
-    from scaler.loop import Controller, InventorySource, StaticInventory, calibration_settings
+    from scaler.loop import Controller, InventorySource, StaticInventory
     from scaler.prometheus import Observer
     from scaler.store import ProfileStore, StateStore, connect
     from scaler.table import Table
@@ -176,7 +176,7 @@ async def serve(config: Config, started: asyncio.Event | None = None, ha: str = 
         observer = Observer(config, on_error=table.counters.error)
         controller = Controller(config, inventory, observer, ProfileStore(config.profiles, redis_client),
                                 StateStore(redis_client), table,
-                                calibration=CalibrationStore(redis_client, calibration_settings(config)))
+                                calibration=CalibrationStore(redis_client, config.calibration_settings()))
         try:
             grpc_server = await keda.start(table, config)
         except RuntimeError as exc:
