@@ -4,52 +4,25 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 
 from optimizer.calibrate import VariantCalibration
-from optimizer.profile import SLO, Grid, Profile, load_profile
+from optimizer.profile import load_profile
 from scaler.calibration_store import CALIBRATION_KEY, CONTROL_KEY
 from scaler.cli import main
-from sim.services import PrometheusServer
-from tests.service.exporter import FleetExporter
 from tests.service.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
-GRID = Grid((1024,), (256,))  # every request of the exporter's falls in this one bucket (the last)
-
-
-def profile(variant: str, rps: float, ttft: float) -> Profile:
-    return Profile("llama2-7b", variant, variant.upper(), 2.0, SLO(percentile="99", ttft=ttft), GRID,
-                   np.array([[rps]]))
-
-
 @pytest.fixture()
-def fleet(tmp_path: Path, prometheus: PrometheusServer) -> Iterator[tuple[list[str], Path]]:
-    exporter = FleetExporter()
-    # a100: 2 replicas at 10 req/s each against a claimed 12 → load 0.83, TTFT 0.075 s well under 1 s.
-    exporter.set_variant("llm", "llama2-7b", "a100", replicas=2, rps=20.0)
-    # a40: 8 req/s against a claimed 16 → load 0.5, but every TTFT (0.15 s: long prompts) misses its 0.1 s limit.
-    exporter.set_variant("llm", "llama2-7b", "a40", replicas=1, rps=8.0, prompt_tokens=2000)
-    prometheus.reload([exporter.start()])
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    for p in (profile("a100", 12.0, 1.0), profile("a40", 16.0, 0.1)):
-        (profiles / f"{p.variant}.json").write_text(json.dumps(p.to_json()))
-    inventory = tmp_path / "inventory.yaml"
-    inventory.write_text("models:\n- name: llama2-7b\n  namespace: llm\n  variants:\n"
-                         "  - name: a100\n  - name: a40\n")
-    args = ["calibrate", "--prometheus", prometheus.url, "--inventory", str(inventory), "--profiles",
-            str(profiles), "--window", "10s", "--warmup", "0", "--min-completions", "20"]
-    try:
-        yield args, tmp_path
-    finally:
-        exporter.stop()
+def calibrate(fleet: tuple[Path, str]) -> tuple[list[str], Path]:
+    tmp, prometheus = fleet
+    args = ["calibrate", "--prometheus", prometheus, "--inventory", str(tmp / "inventory.yaml"), "--profiles",
+            str(tmp / "profiles"), "--window", "10s", "--warmup", "0", "--min-completions", "20"]
+    return args, tmp
 
 
 def report(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
@@ -57,9 +30,9 @@ def report(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_observed_capacity_against_the_profile(fleet: tuple[list[str], Path], redis_url: str,
+def test_observed_capacity_against_the_profile(calibrate: tuple[list[str], Path], redis_url: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    args, tmp = fleet
+    args, tmp = calibrate
     args = [*args, "--redis", redis_url]
     plain = redis.Redis.from_url(redis_url)
     plain.hset(CALIBRATION_KEY, "variant:llm/a40", json.dumps(VariantCalibration(0.9).to_json()))
