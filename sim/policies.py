@@ -538,21 +538,9 @@ def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
     if name == "gpumix-hold":
         return [Gpumix(spec, horizon_s=default_horizon(spec))]
     if name.startswith("gpumix-hold:"):
-        try:
-            horizon = float(name.split(":", 1)[1])
-        except ValueError:
-            horizon = -1.0
-        if not horizon > 0:
-            raise ValueError(f"policy {name!r}: gpumix-hold:<horizon seconds> needs a positive number")
-        return [Gpumix(spec, horizon_s=horizon)]
+        return [Gpumix(spec, horizon_s=_seconds(name, "horizon"))]
     if name.startswith("gpumix-trend:"):
-        try:
-            trend = float(name.split(":", 1)[1])
-        except ValueError:
-            trend = -1.0
-        if not trend > 0:
-            raise ValueError(f"policy {name!r}: gpumix-trend:<look-back seconds> needs a positive number")
-        return [Gpumix(spec, trend_s=trend)]
+        return [Gpumix(spec, trend_s=_seconds(name, "look-back"))]
     if name == "static-peak":
         return [StaticPeak(spec)]
     if name == "oracle":
@@ -570,16 +558,22 @@ def make_policies(spec: FleetSpec, name: str) -> list[Policy]:
 
         if name == "clairvoyant":
             return [Clairvoyant(spec)]
-        try:
-            limit = float(name.split(":", 1)[1])
-        except ValueError:
-            limit = -1.0
-        if not limit > 0:
-            raise ValueError(f"policy {name!r}: clairvoyant:<MILP time limit seconds> needs a positive number")
-        return [Clairvoyant(spec, time_limit_s=limit)]
+        return [Clairvoyant(spec, time_limit_s=_seconds(name, "MILP time limit"))]
     raise ValueError(f"policy {name!r}: use one of {', '.join((*POLICY_NAMES, 'all'))}, "
                      "hpa-queue:<variant>, hpa-gke:<variant>, gpumix-hold:<seconds>, gpumix-trend:<seconds> or "
                      "clairvoyant:<seconds>")
+
+
+def _seconds(name: str, what: str) -> float:
+    """The seconds after the colon of a policy name like `gpumix-hold:180`."""
+    kind, _, text = name.partition(":")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"policy {name!r}: {kind}:<{what} seconds> needs a positive number")
+    return value
 
 
 def without_cold_start(spec: FleetSpec) -> FleetSpec:
