@@ -553,6 +553,11 @@ class CalibrationState:
         entry = self.models.get(model)
         return settings.utilization_initial if entry is None else entry.utilization
 
+    def changed_since(self, before: CalibrationState) -> list[str]:
+        """The `to_fields` keys of the entries that differ from `before`'s (what a save must write)."""
+        return [f"variant:{k}" for k, v in self.variants.items() if before.variants.get(k) != v] + [
+            f"model:{k}" for k, m in self.models.items() if before.models.get(k) != m]
+
     def to_fields(self) -> dict[str, dict[str, Any]]:
         """One JSON object per entry, keyed `variant:<key>` / `model:<key>` (a Redis hash's fields)."""
         out = {f"variant:{k}": v.to_json() for k, v in self.variants.items()}

@@ -198,16 +198,14 @@ class Controller:
         return await calibration_evidence.collect(self.config, self.observer, now)
 
     async def _keep_calibration(self, step: CalibrationStep, before: CalibrationState) -> None:
-        """Store the entries whose stored form changed, and log each change with its evidence."""
-        old = before.to_fields()
-        changed = [k for k, v in step.state.to_fields().items() if old.get(k) != v]
+        """Store the entries that changed, and log each change with its evidence."""
         for key, verdict in step.changes():
             ev = verdict.evidence
             log.info("calibration_changed", entry=key, outcome=verdict.outcome.value, before=round(verdict.before, 4),
                      after=round(verdict.after, 4), detail=verdict.detail, load=ev.load,
                      latency_ratio=ev.latency_ratio, attainment=ev.attainment, completions=ev.completions,
                      replicas_used=ev.replicas_used, replicas_warming=ev.replicas_warming, estimate=ev.estimate)
-        await self.calibration.save(step.state, changed)
+        await self.calibration.save(step.state, step.state.changed_since(before))
 
     def _report(self, result: CycleResult) -> None:
         """Logs once per change of a model's verdict, and counts what went wrong."""
