@@ -215,9 +215,13 @@ def _watch(world: World, seconds: float, during: Callable[[], None] | None = Non
     return seen
 
 
-def _no_decrease(seen: dict[str, list[Any]], baseline: dict[str, float]) -> None:
+def _no_decrease(seen: dict[str, list[Any]], baseline: dict[str, float], *, unavailable_holds: bool = False) -> None:
+    """No answer below the baseline. With `unavailable_holds`, UNAVAILABLE counts as holding: KEDA, with the
+    rendered ScaledObjects' no fallback, keeps every variant as it is while the scaler answers it."""
     for variant in (A40, A100):
         for answer in seen[variant]:
+            if unavailable_holds and isinstance(answer, tuple) and answer[0] is grpc.StatusCode.UNAVAILABLE:
+                continue
             assert isinstance(answer, int) and answer >= baseline[variant], (variant, answer, baseline)
     assert all(g is not None and g >= 2 for g in seen["gauge"]), seen["gauge"]
 
@@ -294,8 +298,13 @@ def test_prometheus_restart_warm_up_does_not_lower_recommendations(world: World)
     world.prometheus.stop()
     time.sleep(ROW_S)  # an outage of half a rate window, then the same Prometheus (and TSDB) again
     world.prometheus = start_prometheus(workdir, [world.target], port=port)
+    # Prometheus marks every series stale when it stops, and v2.42's scrape manager starts its targets only at
+    # its 5 s reload tick: outage, start-up and the first two scrapes can outlast stale_after, and then the
+    # answer is UNAVAILABLE (which holds the fleet), never a smaller number.
     for _ in range(12):  # the first rate() windows after the restart, checked as they pass
-        _no_decrease(_watch(world, 0.5), baseline)
+        _no_decrease(_watch(world, 0.5), baseline, unavailable_holds=True)
+    eventually(lambda: s.get_metrics(A40), timeout=30, what="fresh answers after the warm-up")
+    _no_decrease(_watch(world, 0.5), baseline)
 
 
 def test_fast_path_wakes_an_idle_model_while_cycle_queries_trickle(world: World) -> None:
