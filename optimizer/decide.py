@@ -144,16 +144,19 @@ def decide(
     if not problems:
         return Decision(recommendations, reasons, None, held)
 
-    steady = _plan(planner, problems, settings)
+    steady = _plan(planner, problems, settings, settings.time_limit_s)
     steady_needs = _needs(steady, settings.utilization)
     releasing = {name for name, n in held.items() if name in steady_needs and n > steady_needs[name]}
     plan = steady
     if releasing:
+        replan = _linked(problems, releasing, settings.pools)
         with_holds = [
             ModelProblem(mp.demand, tuple(replace(v, held_replicas=held[v.name]) for v in mp.variants))
-            for mp in problems
+            for mp in problems if mp.demand.model in replan
         ]
-        plan = _plan(planner, with_holds, settings)
+        # One time limit for the cycle's planning, not one per plan.
+        left = max(0.0, settings.time_limit_s - steady.solve_ms / 1e3)
+        plan = steady.overlay(_plan(planner, with_holds, settings, left))
     needs = _needs(plan, settings.utilization)
     busy = {name: b for mp in plan.models.values() for name, b in mp.busy.items()}
     for name in releasing:  # publish the steady count so the hold ages out
@@ -174,16 +177,35 @@ def decide(
     return Decision(recommendations, reasons, plan, held, steady)
 
 
-def _plan(planner: Planner, problems: Sequence[ModelProblem], settings: Settings) -> Plan:
+def _plan(planner: Planner, problems: Sequence[ModelProblem], settings: Settings, time_limit_s: float) -> Plan:
     return planner.plan(
         PlanRequest(
             models=tuple(problems),
             pools=settings.pools,
             utilization=settings.utilization,
             churn=settings.churn,
-            time_limit_s=settings.time_limit_s,
+            time_limit_s=time_limit_s,
         )
     )
+
+
+def _linked(problems: Sequence[ModelProblem], releasing: set[str], pools: Mapping[str, float]) -> set[str]:
+    """The models the hold-aware plan must plan again: those with a releasing variant, and every model linked
+    to one through a capped pool. Any other model's steady plan already runs at least what the HPA holds
+    (nothing of it is releasing), so it stays feasible, hence optimal, once the holds are lower bounds; and
+    a model sharing no capped pool with a re-planned one cannot be moved by it."""
+    capped = [{v.pool_name for v in mp.variants if v.pool_name in pools} for mp in problems]
+    replan = {k for k, mp in enumerate(problems) if any(v.name in releasing for v in mp.variants)}
+    reached = set().union(*(capped[k] for k in replan)) if replan else set()
+    grew = True
+    while grew:  # pools reached pull in every model that uses them, whose pools are then reached too
+        grew = False
+        for k, used in enumerate(capped):
+            if k not in replan and used & reached:
+                replan.add(k)
+                reached |= used
+                grew = True
+    return {problems[k].demand.model for k in replan}
 
 
 def _needs(plan: Plan, utilization: float) -> dict[str, int]:

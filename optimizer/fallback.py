@@ -61,37 +61,38 @@ def greedy(arrays: Sequence[ModelArrays], pools: Mapping[str, float], utilizatio
     out: list[tuple[IntArray, FloatArray]] = []
     for arr in arrays:
         n_var, n_buckets = arr.mu.shape
-        replicas = arr.lo.astype(np.int64).copy()
-        spare = replicas * u  # replica-equivalents of work still free on each variant
+        replicas = [int(r) for r in arr.lo]
+        spare = [r * u for r in replicas]  # replica-equivalents of work still free on each variant
         load = np.zeros((n_var, n_buckets))
-        for b in np.argsort(-arr.lam, kind="stable"):
-            left = float(arr.lam[b])
-            if left <= 0:
-                continue
-            servable = [g for g in range(n_var) if arr.mu[g, b] > 0]
-            by_price = sorted(servable, key=lambda g: (arr.cost[g] / arr.mu[g, b], g))
+        # Python floats and lists, not numpy scalars: at 1,000 models this loop is the fallback's whole cost.
+        cost, hi, gpus = arr.cost.tolist(), [int(h) for h in arr.hi], arr.gpus.tolist()
+        order = np.argsort(-arr.lam, kind="stable")
+        order = order[arr.lam[order] > 0]
+        mu_t = arr.mu[:, order].T.tolist()
+        for b, left, mu_b in zip(order.tolist(), arr.lam[order].tolist(), mu_t, strict=True):
+            by_price = sorted((g for g in range(n_var) if mu_b[g] > 0), key=lambda g: (cost[g] / mu_b[g], g))
             for g in by_price:  # capacity already paid for
-                take = min(left, spare[g] * arr.mu[g, b])
+                take = min(left, spare[g] * mu_b[g])
                 load[g, b] += take
-                spare[g] -= take / arr.mu[g, b]
+                spare[g] -= take / mu_b[g]
                 left -= take
             for g in by_price:  # buy more
                 if left <= 1e-12:
                     break
-                room = int(arr.hi[g]) - int(replicas[g])
+                room = hi[g] - replicas[g]
                 pool = arr.pools[g]
                 if pool in pool_left:
-                    room = min(room, int(pool_left[pool] // arr.gpus[g]))
+                    room = min(room, int(pool_left[pool] // gpus[g]))
                 if room <= 0:
                     continue
-                extra = min(room, math.ceil(left / (u * arr.mu[g, b]) - 1e-9))
+                extra = min(room, math.ceil(left / (u * mu_b[g]) - 1e-9))
                 replicas[g] += extra
                 if pool in pool_left:
-                    pool_left[pool] -= extra * float(arr.gpus[g])
+                    pool_left[pool] -= extra * gpus[g]
                 spare[g] += extra * u
-                take = min(left, spare[g] * arr.mu[g, b])
+                take = min(left, spare[g] * mu_b[g])
                 load[g, b] += take
-                spare[g] -= take / arr.mu[g, b]
+                spare[g] -= take / mu_b[g]
                 left -= take
-        out.append((replicas, load))
+        out.append((np.array(replicas, dtype=np.int64), load))
     return out

@@ -163,6 +163,18 @@ class Plan:
     def replicas(self) -> dict[str, int]:
         return {v: n for m in self.models.values() for v, n in m.replicas.items()}
 
+    def overlay(self, replan: Plan) -> Plan:
+        """This plan with the models of `replan` (a later plan of some of them) in place of its own."""
+        models = {**self.models, **replan.models}
+        greedy = (self.greedy - replan.models.keys()) | replan.greedy
+        ms = self.solve_ms + replan.solve_ms
+        if not greedy:
+            return Plan(models, "optimal", "highs", ms)
+        why = next(p.status.split(": ", 1)[-1] for p in (replan, self) if p.greedy & greedy)
+        if len(greedy) == len(models):
+            return Plan(models, f"fallback: {why}", "greedy", ms, greedy)
+        return Plan(models, f"fallback for {len(greedy)} of {len(models)} models: {why}", "highs+greedy", ms, greedy)
+
 
 # ------------------------------------------------------------------------------------------- inputs
 
@@ -523,7 +535,7 @@ class _Program:
         error = self._pass(solver, integer=False)
         if error:
             return error, None
-        solver.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.0))
+        _limit(solver, deadline - time.perf_counter())
         if warm:
             for m in warm:
                 row_duals += list(m.row_duals)
@@ -557,7 +569,7 @@ class _Program:
         error = self._pass(solver, integer=False)
         if error:
             return error
-        solver.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.0))
+        _limit(solver, deadline - time.perf_counter())
         n = int(self.y_cols.size)
 
         def relax(lo: FloatArray, hi: FloatArray) -> tuple[float, FloatArray] | None:
@@ -642,7 +654,7 @@ class _Program:
         error = self._pass(solver, integer=False)
         if error:
             return error
-        solver.setOptionValue("time_limit", max(deadline - time.perf_counter(), 0.0))
+        _limit(solver, deadline - time.perf_counter())
         n_y = int(self.y_cols.size)
         lo_all, hi_all = self.col_lower[self.y_cols].copy(), self.col_upper[self.y_cols].copy()
 
@@ -748,7 +760,7 @@ class _Program:
         error = self._pass(solver, self.integer)
         if error:
             return error
-        solver.setOptionValue("time_limit", max(time_limit_s, 0.0))
+        _limit(solver, time_limit_s)
         solver.setOptionValue("mip_rel_gap", mip_gap)
         if time_limit_s <= 0:
             return "solver status time limit (no time left)"
@@ -778,6 +790,15 @@ def _servable_demand(a: ModelArrays) -> bool:
     return bool(((a.lam > 0) & (a.mu > 0).any(axis=0)).any())
 
 
+def _limit(solver: highs._Highs, seconds: float) -> None:
+    """Let the solver's next runs take `seconds` more. HiGHS before 2.0 compares `time_limit` with its run time
+    summed over every run of the instance (ERGO-Code/HiGHS#1331, #1477), so a limit set as the time left made
+    a long-lived Planner time out on every LP once its instance had run LPs that long in total (hours into a
+    small service, the first cycles at 1,000 models): the searches lost their memory and models fell back to
+    greedy plans."""
+    solver.setOptionValue("time_limit", solver.getRunTime() + max(seconds, 0.0))
+
+
 def _quiet_solver() -> highs._Highs:
     # The core object, not highspy.Highs: the wrapper's constructor registers callbacks, and that logs HiGHS's
     # banner to stdout before any option could switch it off (`gpumix solve --json` must print JSON only).
@@ -796,7 +817,10 @@ class Planner:
         self.programs_solved = 0  # how many components needed HiGHS (the rest were read off the bounds)
         # Per model, its last lattice search: the next plan of the same model starts from its bounds.
         self._memories: dict[str, list[_Memory]] = {}
-        self._behind: frozenset[str] = frozenset()  # models the last plan ran out of time for: searched first
+        self._behind: frozenset[str] = frozenset()  # models the last plans ran out of time for: searched first
+        # A cycle plans all its models, then again only those whose holds matter: what either request learnt
+        # is kept, and a model in neither of the last two requests is forgotten (memory stays bounded).
+        self._previous: frozenset[str] = frozenset()
 
     def plan(self, request: PlanRequest) -> Plan:
         """The exact plan of every model within the time limit. Out of time, the models planned so far keep
@@ -814,7 +838,9 @@ class Planner:
             models[mp.demand.model] = (_model_plan(mp, arr, *found) if found is not None
                                        else make_model_plan(mp, arr, *split[k]))
         behind = frozenset(request.models[k].demand.model for k in rest)
-        self._behind = behind
+        names = frozenset(mp.demand.model for mp in request.models)
+        self._behind = ((self._behind - names) & self._previous) | behind
+        self._previous = names
         ms = (time.perf_counter() - started) * 1e3
         if not rest:
             return Plan(models, "optimal", "highs", ms)
@@ -860,7 +886,9 @@ class Planner:
                 others = [m for m in self._memories.get(name, ()) if not _same_box(m.program, program)]
                 memories[name] = [memory, *others[:MEMORIES - 1]]
         if request.integer:
-            self._memories = memories  # only the models of the latest request: memory stays bounded
+            names = {mp.demand.model for mp in request.models}
+            kept = {k: m for k, m in self._memories.items() if k not in names and k in self._previous}
+            self._memories = {**kept, **memories}
         if any(out[k] is not None for k in alone):
             settled = {k for k in alone if out[k] is not None}
             alone = [k for k in alone if k not in settled]
