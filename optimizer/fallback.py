@@ -63,7 +63,7 @@ def greedy(arrays: Sequence[ModelArrays], pools: Mapping[str, float], utilizatio
         n_var, n_buckets = arr.mu.shape
         replicas = [int(r) for r in arr.lo]
         spare = [r * u for r in replicas]  # replica-equivalents of work still free on each variant
-        load = np.zeros((n_var, n_buckets))
+        load = [[0.0] * n_buckets for _ in range(n_var)]
         # Python floats and lists, not numpy scalars: at 1,000 models this loop is the fallback's whole cost.
         cost, hi, gpus = arr.cost.tolist(), [int(h) for h in arr.hi], arr.gpus.tolist()
         order = np.argsort(-arr.lam, kind="stable")
@@ -73,7 +73,7 @@ def greedy(arrays: Sequence[ModelArrays], pools: Mapping[str, float], utilizatio
             by_price = sorted((g for g in range(n_var) if mu_b[g] > 0), key=lambda g: (cost[g] / mu_b[g], g))
             for g in by_price:  # capacity already paid for
                 take = min(left, spare[g] * mu_b[g])
-                load[g, b] += take
+                load[g][b] += take
                 spare[g] -= take / mu_b[g]
                 left -= take
             for g in by_price:  # buy more
@@ -91,8 +91,8 @@ def greedy(arrays: Sequence[ModelArrays], pools: Mapping[str, float], utilizatio
                     pool_left[pool] -= extra * gpus[g]
                 spare[g] += extra * u
                 take = min(left, spare[g] * mu_b[g])
-                load[g, b] += take
+                load[g][b] += take
                 spare[g] -= take / mu_b[g]
                 left -= take
-        out.append((np.array(replicas, dtype=np.int64), load))
+        out.append((np.array(replicas, dtype=np.int64), np.array(load, dtype=np.float64)))
     return out
