@@ -131,7 +131,7 @@ def histogram_shares(cumulative: Sequence[tuple[float, float]], ticks: Sequence[
     histogram gives all-zero shares (the caller decides what no data means)."""
     bins = sorted((float(le), float(c)) for le, c in cumulative)
     shares = np.zeros(len(ticks))
-    edges = [0.0, *(float(t) for t in ticks)]
+    spans: list[tuple[float, float, float]] = []  # (bin's lower edge, upper edge, requests in it), finite
     prev_le, prev_count = 0.0, 0.0
     for le, count in bins:
         mass = count - prev_count
@@ -141,17 +141,22 @@ def histogram_shares(cumulative: Sequence[tuple[float, float]], ticks: Sequence[
         if not math.isfinite(le):
             shares[-1] += mass
         else:
-            width = le - prev_le
-            for k in range(len(ticks)):
-                lo, hi = edges[k], edges[k + 1]
-                overlap = max(0.0, min(hi, le) - max(lo, prev_le))
-                if k == len(ticks) - 1:
-                    overlap += max(0.0, le - max(hi, prev_le))
-                if width > 0:
-                    shares[k] += mass * overlap / width
-                elif lo < le <= hi or (k == len(ticks) - 1 and le > hi):
-                    shares[k] += mass
+            spans.append((prev_le, le, mass))
         prev_le, prev_count = le, count
+    if spans:
+        # every bin against every bucket at once: at 1,000 models this runs 2,000 times a cycle
+        lo_b, hi_b, mass_b = (np.array(x)[:, None] for x in zip(*spans, strict=True))
+        hi = np.asarray(ticks, dtype=np.float64)
+        lo = np.concatenate(([0.0], hi[:-1]))
+        overlap = np.maximum(0.0, np.minimum(hi, hi_b) - np.maximum(lo, lo_b))
+        overlap[:, -1] += np.maximum(0.0, hi_b[:, 0] - np.maximum(hi[-1], lo_b[:, 0]))
+        width = hi_b - lo_b
+        wide = width[:, 0] > 0
+        shares += (mass_b[wide] * overlap[wide] / width[wide]).sum(axis=0)
+        # a zero-width bin is a point: its requests go to the bucket holding it (past the last tick: the last)
+        for le, mass in zip(hi_b[~wide, 0], mass_b[~wide, 0], strict=True):
+            if le > 0:
+                shares[min(int(np.searchsorted(hi, le, side="left")), len(ticks) - 1)] += mass
     total = shares.sum()
     return shares / total if total > 0 else shares
 
