@@ -214,7 +214,15 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
                 spent[name] += time.perf_counter() - t
         return wrapped
 
-    observer.run_queries = timed("query", observer.run_queries)  # type: ignore[method-assign]
+    from scaler.config import EVIDENCE_QUERIES
+
+    cycle_queries = timed("query", observer.run_queries)
+    evidence_queries = observer.run_queries
+
+    async def run_queries(names: Any, *a: Any, **k: Any) -> Any:  # the evidence's batch is not the cycle's
+        return await (evidence_queries if tuple(names) == EVIDENCE_QUERIES else cycle_queries)(names, *a, **k)
+
+    observer.run_queries = run_queries  # type: ignore[method-assign]
     scaler.prometheus.parse_results = timed("parse", scaler.prometheus.parse_results)  # type: ignore[assignment]
     controller.profiles.lookup = timed("profiles", controller.profiles.lookup)  # type: ignore[method-assign]
     scaler.loop.run_cycle = timed("core", scaler.loop.run_cycle)  # type: ignore[assignment]
@@ -231,11 +239,30 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
                    if mv.verdict == "fresh" and mv.demand_rps and mv.cost_per_hour is not None
                    and plan.exact(str(mid)))
 
+    evidence: list[tuple[float, bool]] = []  # per window of calibration evidence: seconds, arrived
+
+    async def step() -> tuple[Any, float]:
+        """One cycle, timed, with the calibration's evidence asked beside it when due, as `gpumix serve` does
+        (its own task on the same event loop and Prometheus: the cycle does not wait for it)."""
+        task = None
+        if controller.evidence_due():
+            async def gather() -> None:
+                t = time.perf_counter()
+                await controller.gather_evidence()
+                evidence.append((time.perf_counter() - t, controller.evidence is not None))
+            task = asyncio.create_task(gather())
+        t0 = time.perf_counter()
+        snap = await controller.cycle()
+        took = time.perf_counter() - t0
+        if task is not None:
+            await task
+        return snap, took
+
     try:
         warm_until = time.monotonic() + 300
         ready = 0
         while time.monotonic() < warm_until:
-            snap = asyncio.run(controller.cycle())
+            snap, _ = asyncio.run(step())
             ready = planned(snap)
             if ready == models:
                 break
@@ -245,9 +272,8 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
             time.sleep(config.interval)  # one cycle per interval, as the service runs them: new scrapes each
             sent = observer.queries_sent
             spent.update(dict.fromkeys(STAGES, 0.0))
-            t0 = time.perf_counter()
-            snap = asyncio.run(controller.cycle())
-            times.append(time.perf_counter() - t0)
+            snap, took = asyncio.run(step())
+            times.append(took)
             stages.append(dict(spent))
             counts.append(planned(snap))
             queries.append(observer.queries_sent - sent)
@@ -286,7 +312,8 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
             "median_s": statistics.median(times), "max_s": max(times), "planned": counts,
             "queries": statistics.median(queries), "peak_rss_mib": _peak_rss_mib(), "rss_mib": rss_now,
             "warm_ready": ready, "stages": {k: statistics.median(st[k] for st in stages) for k in STAGES},
-            "solver": controller.planner.programs_solved, "hot": hot, "plan_alone_s": statistics.median(alone)}
+            "solver": controller.planner.programs_solved, "hot": hot, "plan_alone_s": statistics.median(alone),
+            "evidence": evidence}
 
 
 def _peak_rss_mib() -> float:
@@ -362,10 +389,17 @@ def main() -> int:
     def ms(x: float) -> str:
         return f"{x * 1e3:.0f} ms"
 
+    def evidence_cell(windows: list[tuple[float, bool]]) -> str:
+        if not windows:
+            return "–"
+        return (f"{statistics.median(t for t, _ in windows):.1f} s, {sum(ok for _, ok in windows)} of "
+                f"{len(windows)} arrived")
+
     rows = [
         f"| {r['models']} × 4 = {r['variants']} | {r['targets']} | {r['queries']:.0f} | {ms(r['median_s'])} | "
         f"{ms(r['max_s'])} | " + " | ".join(ms(r["stages"][k]) for k in STAGES) + f" | {ms(r['plan_alone_s'])} | "
-        f"{min(r['planned'])}–{max(r['planned'])} of {r['models']} | {r['peak_rss_mib']:.0f} MiB |"
+        f"{min(r['planned'])}–{max(r['planned'])} of {r['models']} | {r['peak_rss_mib']:.0f} MiB | "
+        f"{evidence_cell(r['evidence'])} |"
         for r in results
     ]
     big = next((r for r in results if r["models"] == 1000), None)
@@ -395,10 +429,12 @@ def main() -> int:
             "into per-model facts, `profiles` the directory store's lookup, `core` `optimizer.cycle.run_cycle` "
             "(estimate, decide, stabilise) with `plan` the planner's part of it, `publish` building the table. "
             "`plan alone` is the last cycle's plan request again after Prometheus and the exporters are "
-            "stopped.\n\n"
+            "stopped. The calibration's evidence (every `calibration_interval`, 60 s) is asked beside the cycle "
+            "on the same event loop and Prometheus, as `gpumix serve` runs it, and is not part of the cycle's "
+            "time; `evidence per window` is how long its batch took (median) and how many windows arrived.\n\n"
             "| models × variants | scrape targets | queries/cycle | cycle median | cycle max | query | parse | "
-            "profiles | core | plan | publish | plan alone | planned | peak RSS |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n"
+            "profiles | core | plan | publish | plan alone | planned | peak RSS | evidence per window |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|\n"
             + "\n".join(rows) + verdict
             + "\n\nPlot: `bench/out/bench_cycle.png`.")
     write_section("cycle", text)

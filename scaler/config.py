@@ -92,9 +92,12 @@ _EVIDENCE_QUERIES: dict[str, str] = {
     "evidence_generation_histogram": ("sum by ({namespace}, {model}, {variant}, le) "
                                       "(increase(vllm:request_generation_tokens_bucket[{calibration_window}]))"),
     # A pod's vLLM series appear once its API server is up, which is when it turns ready (the readiness probe
-    # asks that server): first-seen time is the ready time, to the subquery's resolution.
+    # asks that server): first-seen time is the ready time, to the subquery's resolution. The look-back only
+    # needs to reach past the age that makes a pod's samples count (`{calibration_age_range}`: warm-up, window
+    # and two scrapes); an older pod reads as that old. At 4,000 pods a 1 h look-back (240 steps per series)
+    # did not finish within 30 s.
     "evidence_age": ("time() - min by ({namespace}, {model}, {variant}, pod) "
-                     "(min_over_time(timestamp(vllm:num_requests_running)[1h:15s]))"),
+                     "(min_over_time(timestamp(vllm:num_requests_running)[{calibration_age_range}:15s]))"),
 }
 EVIDENCE_QUERIES = tuple(_EVIDENCE_QUERIES)
 _COMMON_QUERIES.update(_EVIDENCE_QUERIES)
@@ -191,6 +194,11 @@ class Config:
         return duration_s(self.calibration_window)
 
     @property
+    def calibration_age_range_s(self) -> float:
+        """How far back the evidence looks for a pod's first sample: a pod seen for longer is old enough."""
+        return math.ceil(self.calibration_warmup + self.calibration_window_s + 2 * self.scrape_interval)
+
+    @property
     def stale_after_s(self) -> float:
         return self.stale_after if self.stale_after > 0 else max(60.0, 4 * self.interval)
 
@@ -199,6 +207,7 @@ class Config:
         return (
             template.replace("{window}", self.rate_window)
             .replace("{calibration_window}", self.calibration_window)
+            .replace("{calibration_age_range}", f"{self.calibration_age_range_s:g}s")
             .replace("{model}", self.model_label)
             .replace("{variant}", self.variant_label)
             .replace("{namespace}", self.namespace_label)

@@ -83,10 +83,11 @@ def parse_evidence(config: Config, results: Mapping[str, list[dict[str, Any]]]) 
     return out
 
 
-async def collect(config: Config, source: QueryRunner, at: float) -> dict[VariantId, VariantEvidence] | None:
+async def collect(config: Config, source: QueryRunner, at: float, deadline: float | None = None
+                  ) -> dict[VariantId, VariantEvidence] | None:
     """This window's evidence, or None when any of its queries failed (half the evidence would misjudge a
     variant: latency without completions, say); the Observer has logged and counted the failure."""
-    results, errors = await source.run_queries(EVIDENCE_QUERIES, at)
+    results, errors = await source.run_queries(EVIDENCE_QUERIES, at, deadline)
     if errors:
         return None
     return parse_evidence(config, results)

@@ -490,8 +490,8 @@ class HighAvailability:
             # one interval; the leader renews as often, so its lease rarely has less than lease − interval/2 left.
             asyncio.create_task(self.controller._every(min(self.leadership.lease_s / 3, self.config.interval / 2),
                                                        self._elect, stop, "election")),
-            asyncio.create_task(self.controller._every(self.config.fast_interval, self.controller.fast_path, stop,
-                                                       "fast_path")),
+            # the fast path on every replica (followers answer IsActive too); the evidence only for the leader
+            *self.controller.background(stop, leading=self.leadership.is_leader),
         ]
         try:
             while not stop.is_set():

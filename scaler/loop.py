@@ -3,8 +3,8 @@
     every `interval` seconds:
         inventory  = what exists (static file, or Kubernetes watch caches)     no I/O here: caches
         observe    = Prometheus (a fixed handful of aggregated queries), profiles (Redis MGET / files),
-                     state (Redis, read once); every `calibration_interval` also the calibration's
-                     per-pod evidence (scaler/evidence.py) and the operator's calibration controls
+                     state (Redis, read once); the calibration's evidence when a new window of it has
+                     arrived, and then the operator's calibration controls
         decide     = optimizer.cycle.run_cycle (pure, shared with the replay; in a worker thread so the event
                      loop stays free): demand verdict, estimate, calibration, plan, stabilize, history
         publish    = a new immutable `Published` in the Table (what gRPC and HTTP read), state and
@@ -12,6 +12,11 @@
 
     every `fast_interval` seconds (scale-from-zero fast path):
         waiting requests per model (one query) → Table.set_waiting → StreamIsActive streams wake up
+
+    every `calibration_interval` seconds (calibration evidence, off the cycle's path):
+        per-pod latency histograms, completions and ages (scaler/evidence.py) → kept for the next cycle.
+        Per pod and bucket these are the heaviest queries gpumix sends (at 4,000 pods they outlast a cycle),
+        so the cycle never waits for them; the replay asks for them before the cycle they are due in.
 
 The gRPC and HTTP handlers only read `Table.published` (an immutable value swapped atomically): they never
 do I/O and never wait for a cycle. The replay (sim/policies.py) runs this same Controller with simulated
@@ -141,13 +146,15 @@ class Controller:
         self.recent: dict[ModelId, list[tuple[float, Demand]]] = {}  # the forecast's look-back, in memory only
         self.calibration = calibration or CalibrationStore(None, config.calibration_settings())
         self.evidence_at: float | None = None  # when the calibration's evidence was last asked for
+        self.evidence: dict[VariantId, VariantEvidence] | None = None  # arrived, not yet used by a cycle
 
     async def cycle(self) -> Published:
         started = time.perf_counter()
         now = self.clock()
         inventory = self.inventory.current()
-        obs, profiles, _, evidence = await asyncio.gather(
-            self.observer.observe(now), self.profiles.lookup(inventory), self.state.load(), self._evidence(now)
+        evidence, self.evidence = self.evidence, None  # one calibration step per window of evidence
+        obs, profiles, _ = await asyncio.gather(
+            self.observer.observe(now), self.profiles.lookup(inventory), self.state.load()
         )
         inputs, currents = model_inputs(self.config, inventory, obs, profiles, evidence)
         settings = cycle_settings(self.config, inventory)
@@ -187,15 +194,23 @@ class Controller:
         model_of = {str(v.id): m.id.name for m in inputs for v in m.variants}
         return tuple(gauges(CalibrationState({**state.variants, **variants}, {**state.models, **models}), model_of))
 
-    async def _evidence(self, now: float) -> dict[VariantId, VariantEvidence] | None:
-        """The calibration's evidence when it is due (every `calibration_interval`), else None."""
+    def evidence_due(self) -> bool:
+        """Whether a new window of calibration evidence is due (every `calibration_interval`)."""
+        return self.config.calibration and (
+            self.evidence_at is None or self.clock() - self.evidence_at >= self.config.calibration_interval)
+
+    async def gather_evidence(self) -> None:
+        """Ask for this window's calibration evidence and keep it for the next cycle (nothing when a query
+        failed: the Observer has said why). Its own deadline: the window comes once a `calibration_interval`,
+        and the cycle does not wait for it."""
         if not self.config.calibration:
-            return None
-        if self.evidence_at is not None and now - self.evidence_at < self.config.calibration_interval:
-            return None
+            return
         await self.calibration.load()
-        self.evidence_at = now
-        return await calibration_evidence.collect(self.config, self.observer, now)
+        now = self.evidence_at = self.clock()
+        deadline = max(self.config.prometheus_timeout, self.config.calibration_interval / 2)
+        found = await calibration_evidence.collect(self.config, self.observer, now, deadline)
+        if found is not None:
+            self.evidence = found
 
     async def _keep_calibration(self, step: CalibrationStep, before: CalibrationState) -> None:
         """Store the entries that changed, and log each change with its evidence."""
@@ -242,13 +257,26 @@ class Controller:
             if woke:
                 log.info("demand_seen", models=woke)
 
+    def background(self, stop: asyncio.Event, leading: Callable[[], bool] = lambda: True) -> list[asyncio.Task[None]]:
+        """The steps that run beside the cycle: the fast path, and the calibration's evidence while `leading`."""
+        async def evidence() -> None:
+            if leading():
+                await self.gather_evidence()
+
+        tasks = [asyncio.create_task(self._every(self.config.fast_interval, self.fast_path, stop, "fast_path"))]
+        if self.config.calibration:
+            tasks.append(asyncio.create_task(
+                self._every(self.config.calibration_interval, evidence, stop, "calibration_evidence")))
+        return tasks
+
     async def run(self, stop: asyncio.Event) -> None:
-        fast = asyncio.create_task(self._every(self.config.fast_interval, self.fast_path, stop, "fast_path"))
+        tasks = self.background(stop)
         try:
             await self._every(self.config.interval, self.cycle, stop, "cycle")
         finally:
-            fast.cancel()
-            await asyncio.gather(fast, return_exceptions=True)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _every(self, interval: float, step: Callable[[], Awaitable[object]], stop: asyncio.Event,
                      what: str) -> None:

@@ -488,6 +488,8 @@ class Gpumix(Policy):
 
     async def _cycle(self) -> None:
         await self.controller.fast_path()
+        if self.controller.evidence_due():  # the service asks on its own task; here, in the cycle it is due in
+            await self.controller.gather_evidence()
         await self.controller.cycle()
 
 

@@ -17,9 +17,9 @@ run against):
   counter's zero point; fewer than two samples give no result.
 - `count_over_time`, `timestamp`: promql/functions.go, funcCountOverTime / funcTimestamp.
 - `offset d`: the selector evaluated at t - d (promql/engine.go, the Offset of a VectorSelector).
-- `min_over_time(timestamp(x)[1h:15s])` (the evidence's pod age): a subquery's steps see the instant value of
+- `min_over_time(timestamp(x)[R:15s])` (the evidence's pod age): a subquery's steps see the instant value of
   `timestamp(x)` at each 15 s step (promql/engine.go, SubqueryExpr); the minimum over them is x's first sample
-  time within the TSDB's retention, to the step.
+  time within R (and the TSDB's retention), to the step.
 - `a or b`: every series of a, and those of b whose label set a lacks (promql/engine.go, VectorOr).
 - `sum by` / `max by` / `min by` / `avg by` over the result (promql/engine.go, aggregation).
 
@@ -198,7 +198,7 @@ class SimPrometheus:
         if name == "evidence_age":
             step = 15.0
             rows = []
-            for labels, pts in self.tsdb.window("vllm:num_requests_running", t, 3600.0):
+            for labels, pts in self.tsdb.window("vllm:num_requests_running", t, self.config.calibration_age_range_s):
                 first_step = math.ceil(pts[0][0] / step) * step  # steps are aligned to multiples of the step
                 seen = max(ts for ts, _ in pts if ts <= first_step)  # timestamp() there: its newest sample
                 rows.append((labels, t - seen))

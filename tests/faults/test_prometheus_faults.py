@@ -8,13 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
 from scaler.config import Config
+from scaler.inventory import Inventory, ModelInfo, VariantInfo
+from scaler.loop import Controller, StaticInventory
 from scaler.prometheus import CYCLE_QUERIES, Observer
+from scaler.store import ProfileStore, StateStore
+from scaler.table import Table
 from sim.services import start_prometheus
 from tests.faults.proxy import Fault, FaultProxy
 from tests.service.exporter import FleetExporter
@@ -176,3 +181,26 @@ async def test_fast_path_does_not_wait_behind_a_slow_cycle(fleet: FaultProxy) ->
     assert waiting == {("llm", "m"): 2.0}
     obs = await cycle
     assert set(obs.errors.values()) == {"timeout"} and "waiting" not in obs.errors
+
+
+async def test_the_cycle_does_not_wait_behind_slow_calibration_evidence(fleet: FaultProxy, tmp_path: Path) -> None:
+    """The evidence's queries (the heaviest gpumix sends) run on their own task: a cycle started while they
+    trickle completes at once; evidence that failed leaves nothing to learn from, and evidence that arrived
+    is one calibration step, used by the next cycle only."""
+    config = Config(prometheus=fleet.url, prometheus_timeout=1.0, rate_window="5s", calibration_interval=2.0)
+    inventory = Inventory((ModelInfo("m", "llm", (VariantInfo(name="m-a40", model="m", namespace="llm"),)),))
+    controller = Controller(config, StaticInventory(inventory), Observer(config), ProfileStore(str(tmp_path), None),
+                            StateStore(None), Table())
+    await _wait_for_data(controller.observer)
+    fleet.set(Fault("trickle", every=0.2, match=":15s]"))  # the evidence's pod-age subquery
+    evidence = asyncio.create_task(controller.gather_evidence())
+    await asyncio.sleep(0.2)
+    await controller.cycle()
+    assert not evidence.done() and controller.cycles == 1
+    await evidence
+    assert controller.evidence is None  # one query timed out: no step on half the evidence
+    fleet.set(None)
+    await controller.gather_evidence()
+    assert controller.evidence is not None
+    await controller.cycle()
+    assert controller.evidence is None  # taken by that cycle: the next one waits for a new window
