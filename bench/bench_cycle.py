@@ -296,6 +296,15 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
             stats.sort_stats("cumulative").print_stats(30)
             hot = out.getvalue()
         rss_now = _rss_mib()
+        # Each cycle query alone (the batch sends them together): where Prometheus spends the query stage.
+        from scaler.prometheus import CYCLE_QUERIES
+
+        async def alone_once(name: str) -> float:
+            t = time.perf_counter()
+            await evidence_queries([name], time.time())
+            return time.perf_counter() - t
+
+        per_query = {name: statistics.median(asyncio.run(alone_once(name)) for _ in range(3)) for name in CYCLE_QUERIES}
     finally:
         prom.stop()
         for child in children:
@@ -313,7 +322,7 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
             "queries": statistics.median(queries), "peak_rss_mib": _peak_rss_mib(), "rss_mib": rss_now,
             "warm_ready": ready, "stages": {k: statistics.median(st[k] for st in stages) for k in STAGES},
             "solver": controller.planner.programs_solved, "hot": hot, "plan_alone_s": statistics.median(alone),
-            "evidence": evidence}
+            "evidence": evidence, "per_query_s": per_query}
 
 
 def _peak_rss_mib() -> float:
@@ -361,6 +370,7 @@ def main() -> int:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = results[-1]
+        print("  each query alone (ms): " + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in r["per_query_s"].items()))
         print(f"{m:5d} models: cycle median {r['median_s'] * 1e3:.0f} ms, max {r['max_s'] * 1e3:.0f} ms, "
               f"planned {r['planned']}, peak RSS {r['peak_rss_mib']:.0f} MiB, stages (ms) "
               + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in r["stages"].items()), flush=True)
