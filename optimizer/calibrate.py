@@ -876,6 +876,8 @@ def apply(profile: Profile, correction: Correction) -> Profile:
         name = region_of(tick, correction.edges)
         if name is not None:
             factors[j] = correction.regions.get(name, correction.factor)
+    if (factors == 1.0).all():  # nothing learnt: the profile as it is (no copy per variant and cycle)
+        return profile
     return profile.with_capacity(profile.grid, profile.capacity * factors[None, :])
 
 
