@@ -245,6 +245,8 @@ class SLOGateway:
             if item.rid == request_id:
                 queue.remove(item)
                 break
+        if not queue:
+            del self._queues[key]
         return True
 
     def done(self, request_id: int, now: float, prompt: int = 0, output: int | None = None) -> bool:

@@ -157,6 +157,8 @@ def test_no_ready_pod_waits():
     gw.submit(1, SHORT, 200, now=0.0)
     assert gw.dispatch(0.0, ()) == [] and len(gw) == 1
     assert gw.remove(1) is True and len(gw) == 0 and gw.remove(1) is False
+    gw.submit(2, LONG, 200, now=1.0)  # the emptied sub-queue does not stand in the way
+    assert [(d.request_id, d.pod) for d in gw.dispatch(1.0, PODS)] == [(2, "fast-2")]
 
 
 def test_latency_table_is_read_at_the_profiles_rate():
