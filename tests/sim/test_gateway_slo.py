@@ -253,3 +253,13 @@ def test_engine_every_request_ends_exactly_once_with_slo_routing():
     assert sorted(c.request_id for c in done) == sorted(ids)
     assert fleet.in_flight == 0
     assert fleet._gateway is not None and all(abs(v) < 1e-9 for v in fleet._gateway.load.values())
+
+
+def test_engine_with_slo_routing_is_deterministic_for_a_seed():
+    def run() -> list[tuple[int, str | None, float, str]]:
+        fleet = two_pod_fleet("slo")
+        for k in range(300):
+            fleet.submit(Request(100 + 211 * (k % 31), 1 + (k % 90)), 0.05 * k)
+        return sorted((c.request_id, c.pod, c.finish, c.reason) for c in fleet.advance(1e5))
+
+    assert run() == run()
