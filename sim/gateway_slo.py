@@ -49,8 +49,9 @@ Chosen where the simulator has no counterpart:
 - Mean E2E and TTFT per cell: AIBrix's profile JSON carries them (`e2e`, `ttft`, taken at the rate
   gen_profile chose; python/aibrix/.../profiling/gen_profile.py, setMetrics); ours are read from the profile's
   raw rows at the rate `derive_capacity`'s rule chooses (the highest offered rate meeting every limit whose
-  throughput is ≥ 90 % of it), else at the lowest rate measured, as gen_profile does for a cell that meets
-  none. A profile without rows has no latency: rule 8's fallback, as upstream for a profile without `e2e`.
+  throughput is ≥ 90 % of it), else at the lowest rate measured (gen_profile keeps the latency of a cell
+  that meets none too, from its first row). A profile without rows has no latency: rule 8's fallback, as
+  upstream for a profile without `e2e`.
 - The prediction is drawn once per request (upstream draws again at every Features() call); the 240 s window
   is exact here (upstream rotates 10 s slots).
 - A pod becoming ready also tries the queue (upstream waits for the next arrival or completion).
