@@ -5,13 +5,17 @@ cost, attainment after the first 10 minutes, cost after the first 30 minutes aga
 run over the same span, and plots each calibrated run's factors, utilisation target and attainment.
 
     .venv/bin/python -m bench.bench_online [--traces code,diurnal,conversational] [--claims 0.5,1,2]
-                                          [--max-minutes N] [--jobs 2] [--no-write]
+                                          [--max-minutes N] [--jobs 2] [--no-write] [--routing slo]
+
+A `--routing` other than least-outstanding (e.g. `slo`, AIBrix's SLO router, sim/gateway_slo.py) writes its
+own section `online-calibration-<routing>-routing` and plot, with the drops by reason per run.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ import structlog
 from tqdm import tqdm
 
 from bench.report import write_section
+from sim.engine import ROUTING
 from sim.fleet import load_fleet, with_profile_claim
 from sim.policies import Gpumix, make_policies
 from sim.replay import meets_slo, replay
@@ -34,6 +39,7 @@ OUT = Path(__file__).resolve().parent / "out"
 TITLES = {"code": "Azure LLM code trace (bursty)", "diurnal": "synthetic diurnal Poisson",
           "conversational": "smooth conversational Poisson"}
 POLICIES = ("gpumix", "gpumix-uncalibrated")
+DEFAULT_ROUTING = "least-outstanding"
 RECOVER_S, SETTLE_S = 600.0, 1800.0  # the issue's "within 10 minutes" and "within 30 minutes"
 
 
@@ -50,10 +56,11 @@ class Run:
     cost_curve: tuple[float, ...]
     calibration: tuple[tuple[float, dict[str, float], float, float | None], ...]
     causes: tuple[tuple[str, int], ...] = ()
+    drops: tuple[tuple[str, int], ...] = ()  # dropped requests by reason
 
 
-def one(job: tuple[str, float, str, float | None, int]) -> Run:
-    kind, claim, name, minutes, seed = job
+def one(job: tuple[str, float, str, float | None, int, str]) -> Run:
+    kind, claim, name, minutes, seed, routing = job
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     trace = builtin(kind)
     assert trace is not None
@@ -61,14 +68,15 @@ def one(job: tuple[str, float, str, float | None, int]) -> Run:
         trace = truncated(trace, 60.0 * minutes)
     spec = with_profile_claim(load_fleet(), claim)
     (policy,) = make_policies(spec, name)
-    result = replay(spec, trace, policy, seed=seed)
+    result = replay(spec, trace, policy, seed=seed, routing=routing)
     later = [c for c in result.completions if c.arrival >= RECOVER_S]
     after = sum(meets_slo(c, spec) for c in later) / len(later) if later else float("nan")
     times, cost = result.series.times, result.series.cost
     at_settle = next((c for t, c in zip(times, cost, strict=False) if t >= SETTLE_S), cost[-1] if cost else 0.0)
     trail = tuple(policy.calibration_trace) if isinstance(policy, Gpumix) else ()
     return Run(kind, claim, name, result.attainment, result.cost, after, result.cost - at_settle, tuple(times),
-               tuple(cost), trail, tuple(result.causes.items()))
+               tuple(cost), trail, tuple(result.causes.items()),
+               tuple(sorted(Counter(c.reason for c in result.completions if c.dropped).items())))
 
 
 def table(runs: Sequence[Run], kind: str) -> list[str]:
@@ -144,27 +152,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--routing", default=DEFAULT_ROUTING, choices=ROUTING,
+                    help="the simulated gateway's routing, the same for every run")
     args = ap.parse_args(argv)
     kinds = [k for k in args.traces.split(",") if k]
     claims = sorted({float(c) for c in args.claims.split(",") if c})
-    jobs = [(k, c, p, args.max_minutes, args.seed) for k in kinds for c in claims for p in POLICIES]
+    jobs = [(k, c, p, args.max_minutes, args.seed, args.routing) for k in kinds for c in claims for p in POLICIES]
+    suffix = "" if args.routing == DEFAULT_ROUTING else f"-{args.routing}-routing"
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(tqdm(pool.map(one, jobs), total=len(jobs), desc="replays", unit="run"))
     lines = ["## Online calibration: mis-claiming profiles, calibration on and off (issue 13)",
              "The fleet's profiles claim F× what the simulated replicas do; `gpumix` runs the service's Controller "
              "with its default calibration (scaler/config.py), `gpumix-uncalibrated` the same with "
-             f"`calibration: false`. Seed {args.seed}, least-outstanding routing. \"after 10 min\": requests "
+             f"`calibration: false`. Seed {args.seed}, {args.routing} routing. \"after 10 min\": requests "
              "arriving after 600 s; \"cost after 30 min\": $ spent after 1800 s, against the uncalibrated 1.0× "
              "run.", ""]
     for kind in kinds:
         mine = [r for r in runs if r.trace == kind]
-        section = [*table(mine, kind), "", *goals(mine, kind), ""]
+        drops = [f"- {r.claim:g}× {r.policy}: dropped " + ", ".join(f"{n} {why}" for why, n in r.drops)
+                 for r in sorted(mine, key=lambda r: (r.claim, r.policy)) if r.drops]
+        section = [*table(mine, kind), "", *goals(mine, kind),
+                   *(drops if args.routing != DEFAULT_ROUTING else []), ""]
         lines += section
         print("\n".join(section), flush=True)
-    png = plot(runs, OUT / "online-calibration.png")
+    png = plot(runs, OUT / f"online-calibration{suffix}.png")
     lines.append(f"Plot: `bench/out/{png.name}`.")
     if not args.no_write:
-        write_section("online-calibration", "\n".join(lines))
+        write_section("online-calibration" + suffix, "\n".join(lines))
     return 0
 
 

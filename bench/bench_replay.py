@@ -7,6 +7,11 @@ table (cost, cost ÷ clairvoyant, SLO attainment, misses by cause) and a PNG, an
     .venv/bin/python -m bench.bench_replay --policies gpumix,gpumix-hold:180 --no-write   # after a change
     .venv/bin/python -m bench.bench_replay --max-minutes 20              # every trace cut to 20 min
     .venv/bin/python -m bench.bench_replay --claims 0.5,1,2 --policies gpumix --traces code,conversational
+    .venv/bin/python -m bench.bench_replay --routing slo                 # AIBrix's SLO router (sim/gateway_slo.py)
+
+`--routing` other than least-outstanding writes its own sections (`replay-slo-routing`,
+`replay-claims-slo-routing`) and plots, so the default ones stay as they are; with it each trace also gets
+the drops by reason (the SLO router rejects requests and times them out at its queue).
 
 `--claims` is issue 13's experiment instead: the policies on fleets whose profiles claim F× the simulated
 replicas (cost relative to the 1.0× run; no clairvoyant), written to its own section `replay-claims`.
@@ -29,6 +34,7 @@ import matplotlib.pyplot as plt
 from tqdm import tqdm
 
 from bench.report import write_section
+from sim.engine import ROUTING, Completion
 from sim.fleet import FleetSpec, load_fleet, with_profile_claim
 from sim.plot import plot_results
 from sim.policies import Policy, Trace, make_policies
@@ -45,12 +51,13 @@ TITLES = {
     "aibrix-ramp": "AIBrix autoscaler experiment reproduction (seed 1, ~1000 s, 0.5→2→4→5→1→3 req/s)",
     "conversational": "smooth conversational Poisson (seed 1, 1 h, 5 req/s ± 20 %, chat lengths)",
 }
+DEFAULT_ROUTING = "least-outstanding"
 # issue 12's goals for gpumix: (SLO attainment at least, cost ÷ clairvoyant at most)
 GOALS = {"code": (0.975, 1.15), "aibrix-ramp": (0.99, 1.10), "diurnal": (0.99, 1.10)}
 
 
 def run_all(spec: FleetSpec, trace: Trace, names: Sequence[str], seed: int = 0,
-            routing: str = "least-outstanding") -> tuple[list[Result], dict[str, float]]:
+            routing: str = DEFAULT_ROUTING) -> tuple[list[Result], dict[str, float]]:
     policies: list[Policy] = [p for n in names for p in make_policies(spec, n)]
     results, seconds = [], {}
     for policy in tqdm(policies, desc="replay", unit="policy", leave=False):
@@ -91,6 +98,28 @@ def goal_lines(kind: str, results: Sequence[Result]) -> list[str]:
     return out
 
 
+def suffix(routing: str) -> str:
+    """What a non-default routing adds to section and plot names."""
+    return "" if routing == DEFAULT_ROUTING else f"-{routing}-routing"
+
+
+def drop_lines(results: Sequence[Result]) -> list[str]:
+    out = []
+    for r in results:
+        reasons = drop_reasons(r.completions)
+        if reasons:
+            out.append(f"- {r.policy}: dropped " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
+    return out
+
+
+def drop_reasons(completions: Sequence[Completion]) -> dict[str, int]:
+    reasons: dict[str, int] = {}
+    for c in completions:
+        if c.dropped:
+            reasons[c.reason] = reasons.get(c.reason, 0) + 1
+    return reasons
+
+
 def summary_png(runs: dict[str, list[Result]], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4.0), squeeze=False)
     for ax, (kind, results) in zip(axes[0], runs.items(), strict=True):
@@ -125,6 +154,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     help="MILP seconds per HiGHS round (up to 3 rounds per trace)")
     ap.add_argument("--profile-claim", type=float, default=1.0, help="profiles claim F× the simulated truth")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--routing", default=DEFAULT_ROUTING, choices=ROUTING,
+                    help="the simulated gateway's routing, the same for every policy")
     ap.add_argument("--claims", default=None,
                     help="comma-separated profile claims (e.g. 0.5,1,2): issue 13's mis-profiled fleets instead")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
@@ -137,7 +168,7 @@ def claims_run(args: argparse.Namespace, kinds: Sequence[str], names: Sequence[s
     lines = [
         "## Replay with mis-claiming profiles (issue 13's experiment)",
         "The policies plan with profiles whose capacity tables are scaled by F while the simulated replicas "
-        f"stay as they are (`gpumix replay --profile-claim F`). Same fleet, seed {args.seed}, least-outstanding "
+        f"stay as they are (`gpumix replay --profile-claim F`). Same fleet, seed {args.seed}, {args.routing} "
         "routing. Cost relative to the same policy's 1.0× run.",
         "",
     ]
@@ -148,7 +179,8 @@ def claims_run(args: argparse.Namespace, kinds: Sequence[str], names: Sequence[s
             trace = truncated(trace, 60.0 * args.max_minutes)
         by: dict[tuple[str, float], Result] = {}
         for claim in claims:
-            results, _ = run_all(with_profile_claim(base, claim), trace, names, seed=args.seed)
+            results, _ = run_all(with_profile_claim(base, claim), trace, names, seed=args.seed,
+                                 routing=args.routing)
             by.update({(r.policy, claim): r for r in results})
         lines += [f"### {TITLES[kind]}", "", "| policy | profiles claim | cost $ | cost ÷ 1.0× | SLO attainment | "
                   "misses: cold start / capacity / routing |", "|---|---|---|---|---|---|"]
@@ -172,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [n.strip() for n in args.policies.split(",") if n.strip()]
         body = claims_run(args, kinds, names)
         if not args.no_write:
-            write_section("replay-claims", body)
+            write_section("replay-claims" + suffix(args.routing), body)
         return 0
     spec = with_profile_claim(load_fleet(), args.profile_claim)
     names = [n.strip() for n in args.policies.split(",") if n.strip() and not n.strip().startswith("clairvoyant")]
@@ -183,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "## Trace replay: every policy against the clairvoyant bound",
         f"Bundled fleet `sim/fleets/default.yaml` (deepseek-coder-7b on L4, A10G, L40S, A100-80GB; cold start "
         f"150–180 s; SLO TTFT ≤ {spec.slo.ttft} s and TPOT ≤ {spec.slo.tpot} s per request), seed {args.seed}, "
-        f"least-outstanding routing, profiles claiming {spec.profile_claim:g}× the simulated replicas. "
+        f"{args.routing} routing, profiles claiming {spec.profile_claim:g}× the simulated replicas. "
         + (f"Every trace cut to its first {args.max_minutes:g} min. " if args.max_minutes else "")
         + "CPU s: replay of one policy on one core (clairvoyant: its MILP included).",
         "",
@@ -212,9 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert trace is not None
         if args.max_minutes:
             trace = truncated(trace, 60.0 * args.max_minutes)
-        results, seconds = run_all(spec, trace, names, seed=args.seed)
+        results, seconds = run_all(spec, trace, names, seed=args.seed, routing=args.routing)
         runs[kind] = results
-        png = plot_results(results, OUT / f"replay-{kind}.png", title=TITLES[kind])
+        png = plot_results(results, OUT / f"replay{suffix(args.routing)}-{kind}.png", title=TITLES[kind])
         cv = next(r for r in results if r.policy == "clairvoyant")
         lines += [
             f"### {TITLES[kind]}: {len(trace)} requests over {trace.duration / 60:.0f} min",
@@ -223,17 +255,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             f"Clairvoyant: {cv.notes}; replayed ${cv.cost:.2f}.",
             *goal_lines(kind, results),
+            *(drop_lines(results) if args.routing != DEFAULT_ROUTING else []),
             "",
             f"Plot: `{png.relative_to(ROOT)}`.",
             "",
         ]
         print("\n".join(lines[-(len(results) + 8):]), flush=True)
-    summary = summary_png(runs, OUT / "replay-summary.png")
+    summary = summary_png(runs, OUT / f"replay{suffix(args.routing)}-summary.png")
     lines += [f"Summary plot (cost ÷ clairvoyant against SLO, goals dashed): `{summary.relative_to(ROOT)}`. "
               f"Whole run: {(time.perf_counter() - started) / 60:.1f} min wall."]
     body = "\n".join(lines)
     if not args.no_write:
-        write_section("replay", body)
+        write_section("replay" + suffix(args.routing), body)
     print(body)
     return 0
 

@@ -27,9 +27,11 @@ Laws of the engine (each replica is a continuous-batching server; parameters fro
    router, its running requests finish; it disappears when empty, or at drain_grace_s, dropping what is left.
 7. Routing, across every ready replica of every variant that can hold the request: least outstanding
    requests (running + waiting; default, as gateways do), round-robin, or plan-weighted (variants chosen by
-   smooth weighted round-robin with the plan's weights, least outstanding inside a variant). A request with
-   no replica to go to waits in the fleet's queue; it is dropped after max_queue_s, or at once if no
-   variant could ever hold it.
+   smooth weighted round-robin with the plan's weights, least outstanding inside a variant), or AIBrix's
+   `slo` router (sim/gateway_slo.py: requests queue at the gateway and go, by the variants' claimed
+   profiles, to a pod with room for them; it may reject a request no tried profile claims capacity for). A
+   request with no replica to go to waits in the fleet's (or the gateway's) queue; it is dropped after
+   max_queue_s, or at once if no variant could ever hold it.
 8. Determinism. Everything random (pod names, tie-breaks) comes from `seed`; ties of equal time are broken
    by insertion order.
 """
@@ -45,12 +47,13 @@ from dataclasses import dataclass, field
 
 from optimizer.perfmodel import PerfModel
 from sim.fleet import FleetSpec, VariantSpec
+from sim.gateway_slo import GatewayPod, SLOGateway
 
-ROUTING = ("least-outstanding", "round-robin", "plan-weighted")
+ROUTING = ("least-outstanding", "round-robin", "plan-weighted", "slo")
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated name suffixes
 
 # event kinds, in the order they run when times tie
-_READY, _WAKE, _GRACE, _TIMEOUT = 0, 1, 2, 3
+_READY, _WAKE, _GRACE, _TIMEOUT, _GATEWAY = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,8 @@ class Fleet:
         self._weights: dict[str, float] = {}
         self._credit: dict[str, float] = {v.name: 0.0 for v in spec.variants}
         self._max_hold = max(v.perf.kv_capacity_tokens for v in spec.variants)
+        self._gateway = SLOGateway(spec.profiles(), seed=seed) if routing == "slo" else None
+        self._gateway_due = False
         self.scale_events: dict[str, int] = {v.name: 0 for v in spec.variants}
         for v in spec.variants:
             if v.initial_replicas:
@@ -331,7 +336,7 @@ class Fleet:
                 waiting=sum(len(r.waiting) for r in rs),
                 running=sum(len(r.running) + len(r.admitting) for r in rs),
             )
-        return Snapshot(t, tuple(reps), variants, len(self._pending))
+        return Snapshot(t, tuple(reps), variants, self._queued)
 
     def usage(self, until: float | None = None) -> Usage:
         t = self.now if until is None else until
@@ -345,7 +350,11 @@ class Fleet:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending) + sum(r.outstanding for r in self._replicas)
+        return self._queued + sum(r.outstanding for r in self._replicas)
+
+    @property
+    def _queued(self) -> int:
+        return len(self._pending) + (len(self._gateway) if self._gateway is not None else 0)
 
     # ------------------------------------------------------------------------------------- internals
 
@@ -374,6 +383,10 @@ class Fleet:
                 seq = obj
                 assert isinstance(seq, _Seq)
                 if seq.replica is None and seq.id not in self._done:
+                    if self._gateway is not None:
+                        if self._gateway.remove(seq.id):
+                            self._finish_dropped(seq, t, "gateway-timeout")
+                        continue
                     try:
                         self._pending.remove(seq)
                     except ValueError:
@@ -388,6 +401,9 @@ class Fleet:
                         self._finish_dropped(s, t, "drain-timeout")
                     r.running, r.admitting = [], []
                     self._retire(r, t)
+            elif kind == _GATEWAY:
+                self._gateway_due = False
+                self._run_gateway(t)
         self.now = max(self.now, until)
 
     def _add(self, spec: VariantSpec, n: int, now: float, ready: bool = False) -> None:
@@ -419,6 +435,8 @@ class Fleet:
         r.waiting.clear()
         for s in queued:
             s.replica = None
+            if self._gateway is not None:
+                self._gateway.done(s.id, now)  # its load leaves the pod; it queues at the gateway again
             self._route(s, now)
         if not r.running and not r.admitting:
             self._settle_busy(r, now)
@@ -433,6 +451,11 @@ class Fleet:
         return [r for r in self._replicas if r.state == "serving" and r.perf.kv_capacity_tokens >= need]
 
     def _route(self, seq: _Seq, now: float) -> None:
+        if self._gateway is not None:
+            self._gateway.submit(seq.id, seq.prompt, seq.prompt + seq.output, now)
+            self._push(seq.arrival + self.spec.max_queue_s, _TIMEOUT, 0, seq)
+            self._gateway_soon(now)
+            return
         candidates = self._eligible(seq)
         if not candidates:
             self._pending.append(seq)
@@ -478,7 +501,29 @@ class Fleet:
         elif r.phase == "decode" and self._admissible(r, r.waiting[0]):
             self._cut_run(r, now)
 
+    def _gateway_soon(self, now: float) -> None:
+        # an event, not a call: a completion inside a replica's iteration must not enqueue onto replicas
+        # before that iteration is settled
+        if not self._gateway_due:
+            self._gateway_due = True
+            self._push(now, _GATEWAY, 0, None)
+
+    def _run_gateway(self, now: float) -> None:
+        assert self._gateway is not None
+        pods = [GatewayPod(r.pod, r.variant.name, r.perf.kv_capacity_tokens)
+                for r in self._replicas if r.state == "serving"]
+        by_pod = {r.pod: r for r in self._replicas}
+        for d in self._gateway.dispatch(now, pods):
+            seq = self._seqs[d.request_id]
+            if d.pod is None:
+                self._finish_dropped(seq, now, d.reason)
+            else:
+                self._enqueue(by_pod[d.pod], seq, now)
+
     def _dispatch_pending(self, now: float) -> None:
+        if self._gateway is not None:
+            self._gateway_soon(now)
+            return
         if not self._pending:
             return
         queued = list(self._pending)
@@ -564,6 +609,8 @@ class Fleet:
         r.kv_tokens -= s.prompt + s.generated - grown
         r.reserved -= s.prompt + s.output
         r.counters.successes += 1
+        if self._gateway is not None and self._gateway.done(s.id, t, s.prompt, s.output):
+            self._gateway_soon(t)
         c = Completion(s.id, s.arrival, s.prompt, s.output, t, s.first_token, r.variant.name, r.pod)
         self._record(s, c)
 
@@ -572,6 +619,8 @@ class Fleet:
         if r is not None:
             r.counters.dropped += 1
             r.reserved -= s.prompt + s.output if s.admitted is not None else 0
+            if self._gateway is not None and self._gateway.done(s.id, t):
+                self._gateway_soon(t)
         c = Completion(s.id, s.arrival, s.prompt, s.output, t, s.first_token,
                        r.variant.name if r else None, r.pod if r else None, dropped=True, reason=reason)
         self._record(s, c)

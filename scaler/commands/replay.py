@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "all (default)")
     parser.add_argument("--speedup", type=float, default=1.0, help="compress trace time by this factor")
     parser.add_argument("--routing", default="least-outstanding",
-                        choices=("least-outstanding", "round-robin", "plan-weighted"),
-                        help="how the simulated load balancer spreads requests over replicas")
+                        choices=("least-outstanding", "round-robin", "plan-weighted", "slo"),
+                        help="how the simulated load balancer spreads requests over replicas (slo: AIBrix's "
+                             "SLO router, sim/gateway_slo.py)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
     parser.add_argument("--profile-claim", type=float, default=1.0, metavar="F",
                         help="the profiles every policy plans with claim F× what the simulated replicas do "
