@@ -119,7 +119,8 @@ def record_histograms(config: Path, url: str) -> None:
 # ------------------------------------------------------------------------------------ one size
 
 
-def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bool) -> dict[str, object]:
+def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bool,
+            calibration: bool = True) -> dict[str, object]:
     from optimizer.profile import Grid, load_profile, resample
     from scaler.config import Config
     from scaler.inventory import Inventory, ModelInfo, VariantInfo
@@ -178,7 +179,7 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
     # prometheus_timeout 30 s instead of 5: at 4,000 pods the bench's Prometheus, on a shared core, needs more
     # than 5 s for a cycle's batch; the `query` stage shows how long, the other stages are the service's own.
     config = Config(prometheus=prom.url, profiles=str(profiles), scrape_interval=SCRAPE_S, queries=queries,
-                    prometheus_timeout=30.0)
+                    prometheus_timeout=30.0, calibration=calibration)
     assert config.rate_window == "1m"
     observer = Observer(config)
     table = Table()
@@ -322,7 +323,7 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
             "queries": statistics.median(queries), "peak_rss_mib": _peak_rss_mib(), "rss_mib": rss_now,
             "warm_ready": ready, "stages": {k: statistics.median(st[k] for st in stages) for k in STAGES},
             "solver": controller.planner.programs_solved, "hot": hot, "plan_alone_s": statistics.median(alone),
-            "evidence": evidence, "per_query_s": per_query}
+            "evidence": evidence, "per_query_s": per_query, "calibration": calibration}
 
 
 def _peak_rss_mib() -> float:
@@ -344,6 +345,9 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=None, metavar="M", help="cProfile one cycle at M models")
     parser.add_argument("--direct", dest="recorded", action="store_false",
                         help="query the length histograms directly instead of through recording rules")
+    parser.add_argument("--uncalibrated", type=int, nargs="*", default=[], metavar="M",
+                        help="also measure these sizes with calibration off (no evidence queries beside the cycle)")
+    parser.add_argument("--no-calibration", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-exporters", metavar="SPEC", help=argparse.SUPPRESS)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -355,18 +359,21 @@ def main() -> int:
         logs.configure("warning")  # the cycle's debug line lists every recommendation: not what is measured
         workdir = Path(tempfile.mkdtemp(prefix="gpumix-bench-cycle-"))
         try:
-            print(json.dumps(measure(args.one, args.cycles, workdir, args.profile == args.one, args.recorded)))
+            print(json.dumps(measure(args.one, args.cycles, workdir, args.profile == args.one, args.recorded,
+                                     calibration=not args.no_calibration)))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         return 0
 
     results = []
-    for m in args.models:
+    for m, calibrated in [*((m, True) for m in args.models), *((m, False) for m in args.uncalibrated)]:
         cmd = [sys.executable, "-m", "bench.bench_cycle", "--one", str(m), "--cycles", str(args.cycles)]
         if args.profile is not None:
             cmd += ["--profile", str(args.profile)]
         if not args.recorded:
             cmd += ["--direct"]
+        if not calibrated:
+            cmd += ["--no-calibration"]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = results[-1]
@@ -381,13 +388,14 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    xs = [r["models"] for r in results]
-    ax.plot(xs, [r["median_s"] * 1e3 for r in results], "o-", label="cycle median (ms)")
+    curve = [r for r in results if r["calibration"]]
+    xs = [r["models"] for r in curve]
+    ax.plot(xs, [r["median_s"] * 1e3 for r in curve], "o-", label="cycle median (ms)")
     ax.axhline(2000, color="C0", ls=":", lw=1)
     ax.set_xlabel("models (× 4 variants, 16×16 grids)")
     ax.set_ylabel("cycle time (ms)")
     ax2 = ax.twinx()
-    ax2.plot(xs, [r["peak_rss_mib"] for r in results], "s--", color="C1", label="peak RSS (MiB)")
+    ax2.plot(xs, [r["peak_rss_mib"] for r in curve], "s--", color="C1", label="peak RSS (MiB)")
     ax2.axhline(512, color="C1", ls=":", lw=1)
     ax2.set_ylabel("peak RSS (MiB)")
     fig.legend(loc="upper left")
@@ -406,13 +414,14 @@ def main() -> int:
                 f"{len(windows)} arrived")
 
     rows = [
-        f"| {r['models']} × 4 = {r['variants']} | {r['targets']} | {r['queries']:.0f} | {ms(r['median_s'])} | "
+        f"| {r['models']} × 4 = {r['variants']}{'' if r['calibration'] else ', calibration off'} | "
+        f"{r['targets']} | {r['queries']:.0f} | {ms(r['median_s'])} | "
         f"{ms(r['max_s'])} | " + " | ".join(ms(r["stages"][k]) for k in STAGES) + f" | {ms(r['plan_alone_s'])} | "
         f"{min(r['planned'])}–{max(r['planned'])} of {r['models']} | {r['peak_rss_mib']:.0f} MiB | "
         f"{evidence_cell(r['evidence'])} |"
         for r in results
     ]
-    big = next((r for r in results if r["models"] == 1000), None)
+    big = next((r for r in results if r["models"] == 1000 and r["calibration"]), None)
     verdict = ""
     if big is not None:
         ok_t, ok_m = big["median_s"] < 2.0, big["peak_rss_mib"] < 512

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -202,26 +203,37 @@ def bench_cold(row: Row, grid: Grid, count: int, workdir: Path, with_aibrix: boo
     for v in variants:
         (profiles / f"{v.name}.json").write_text(json.dumps(v.profile.to_json()))
     gpumix = Path(sys.executable).parent / "gpumix"
+    # As installed: pip writes bytecode when it installs a package, so a user's `gpumix solve` (and AIBrix's
+    # solver) load compiled modules. Without this, a PYTHONDONTWRITEBYTECODE environment recompiles every
+    # gpumix module at every start (~0.1 s) while site-packages stay compiled. One untimed run of each
+    # writes the bytecode first.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    warm = True
     for k, demand in enumerate(demands):
         demand_file = shape_dir / f"demand-{k}.json"
         demand_file.write_text(json.dumps(demand.to_json()))
+        ours_cmd = [str(gpumix), "solve", "--json", "--utilization", "1.0", "--time-limit", "10",
+                    "--profiles", str(profiles), "--demand", str(demand_file)]
+        if warm:
+            subprocess.run(ours_cmd, capture_output=True, check=True, env=env)
         t0 = time.perf_counter()
-        out = subprocess.run([str(gpumix), "solve", "--json", "--utilization", "1.0", "--time-limit", "10",
-                              "--profiles", str(profiles), "--demand", str(demand_file)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(ours_cmd, capture_output=True, text=True, check=True, env=env)
         row.cold_ms.append((time.perf_counter() - t0) * 1e3)
         ours = float(json.loads(out.stdout)["cost_per_hour"])
         theirs = float("nan")
         if with_aibrix:
             input_file = shape_dir / f"aibrix-{k}.json"
             input_file.write_text(json.dumps(aibrix_input(variants, demand)))
+            theirs_cmd = [sys.executable, "-c", AIBRIX_COLD, str(MELANGE.parent), str(input_file)]
+            if warm:
+                subprocess.run(theirs_cmd, capture_output=True, check=True, env=env)
             t0 = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", AIBRIX_COLD, str(MELANGE.parent), str(input_file)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(theirs_cmd, capture_output=True, text=True, check=True, env=env)
             row.aibrix_cold_ms.append((time.perf_counter() - t0) * 1e3)
             result = json.loads(out.stdout)
             theirs = float("nan") if result is None else float(result["cost"])
         row.cold_cost.append((ours, theirs))
+        warm = False
 
 
 def memory_case(ticks: int, n_var: int, time_limit: float) -> dict[str, float | str]:
@@ -302,7 +314,8 @@ def main() -> int:
         f"Warm: {args.demands} changing demands per shape (half dense, half sparse: 1–6 active buckets), one "
         "long-lived Planner (its first plan excluded and shown apart); AIBrix's MelangeSolver on the first "
         f"{args.aibrix_demands} of the same demands (fewer on 16×16) in the same run. Cold: {args.cold} plans per "
-        "shape, each a fresh process from spawn to exit (`gpumix solve --json` on files vs `python` importing "
+        "shape, each a fresh process from spawn to exit, with bytecode written as an install does "
+        "(`gpumix solve --json` on files vs `python` importing "
         "the MelangeSolver from the aibrix 0.8.0 wheel). Utilisation 1.0 and whole replicas for both. "
         "`cost/LP` is plan cost over the LP-relaxation bound (1.0 = provably optimal).",
         "",
