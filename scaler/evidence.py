@@ -7,6 +7,7 @@ age over the calibration window, the waiting queue at both ends and the variant'
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -39,55 +40,74 @@ class _Variant:
         self.lengths: dict[str, list[tuple[float, float]]] = {}
 
 
-def parse_evidence(config: Config, results: Mapping[str, list[dict[str, Any]]]) -> dict[VariantId, VariantEvidence]:
-    """Query answers → evidence per variant. NaN/Inf/negative samples are dropped: a histogram that loses a
-    bucket that way is then refused by `LatencyHistogram.from_buckets` for that pod alone."""
-    window_s = config.calibration_window_s
-    found: dict[VariantId, _Variant] = {}
+class _Builder:
+    """Evidence assembled one query's answer at a time, so no answer has to be kept once it is read."""
 
-    def rows(name: str) -> list[tuple[VariantId, Mapping[str, str], float]]:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.found: dict[VariantId, _Variant] = {}
+
+    def _rows(self, samples: Sequence[Mapping[str, Any]]) -> list[tuple[VariantId, Mapping[str, str], float]]:
         out = []
-        for s in results.get(name, []):
+        for s in samples:
             labels = s.get("metric", {})
-            ns, variant = labels.get(config.namespace_label, ""), labels.get(config.variant_label, "")
+            ns, variant = labels.get(self.config.namespace_label, ""), labels.get(self.config.variant_label, "")
             if ns and variant and (v := _value(s)) is not None:
                 out.append((VariantId(ns, variant), labels, v))
         return out
 
-    def at(vid: VariantId) -> _Variant:
-        return found.setdefault(vid, _Variant())
+    def add(self, name: str, samples: Sequence[Mapping[str, Any]]) -> None:
+        found = self.found
+        for vid, labels, v in self._rows(samples):
+            f = found.setdefault(vid, _Variant())
+            pod = labels.get("pod", "")
+            if name == "evidence_completed":
+                f.completed[pod] = v
+            elif name == "evidence_age":
+                f.ages[pod] = v
+            elif name in LATENCY and (le := labels.get("le")) is not None:
+                f.latency.setdefault(pod, {}).setdefault(LATENCY[name], []).append((float(le), v))
+            elif name in ("evidence_waiting_start", "evidence_waiting_end"):
+                f.waiting[name] += v
+            elif name in ("evidence_prompt_histogram", "evidence_generation_histogram") and (
+                    le := labels.get("le")) is not None:
+                f.lengths.setdefault(name, []).append((float(le), v))
 
-    for vid, labels, v in rows("evidence_completed"):
-        at(vid).completed[labels.get("pod", "")] = v
-    for vid, labels, v in rows("evidence_age"):
-        at(vid).ages[labels.get("pod", "")] = v
-    for name, metric in LATENCY.items():
-        for vid, labels, v in rows(name):
-            if (le := labels.get("le")) is not None:
-                at(vid).latency.setdefault(labels.get("pod", ""), {}).setdefault(metric, []).append((float(le), v))
-    for name in ("evidence_waiting_start", "evidence_waiting_end"):
-        for vid, _, v in rows(name):
-            at(vid).waiting[name] += v
-    for name in ("evidence_prompt_histogram", "evidence_generation_histogram"):
-        for vid, labels, v in rows(name):
-            if (le := labels.get("le")) is not None:
-                at(vid).lengths.setdefault(name, []).append((float(le), v))
+    def build(self) -> dict[VariantId, VariantEvidence]:
+        out = {}
+        for vid, f in self.found.items():
+            pods = {pod: PodEvidence(f.ages.get(pod), f.completed.get(pod, 0.0), f.latency.get(pod, {}))
+                    for pod in set(f.completed) | set(f.latency)}
+            out[vid] = VariantEvidence(self.config.calibration_window_s, pods, f.waiting["evidence_waiting_start"],
+                                       f.waiting["evidence_waiting_end"], f.lengths.get("evidence_prompt_histogram"),
+                                       f.lengths.get("evidence_generation_histogram"))
+        return out
 
-    out = {}
-    for vid, f in found.items():
-        pods = {pod: PodEvidence(f.ages.get(pod), f.completed.get(pod, 0.0), f.latency.get(pod, {}))
-                for pod in set(f.completed) | set(f.latency)}
-        out[vid] = VariantEvidence(window_s, pods, f.waiting["evidence_waiting_start"],
-                                   f.waiting["evidence_waiting_end"], f.lengths.get("evidence_prompt_histogram"),
-                                   f.lengths.get("evidence_generation_histogram"))
-    return out
+
+def parse_evidence(config: Config, results: Mapping[str, list[dict[str, Any]]]) -> dict[VariantId, VariantEvidence]:
+    """Query answers → evidence per variant. NaN/Inf/negative samples are dropped: a histogram that loses a
+    bucket that way is then refused by `LatencyHistogram.from_buckets` for that pod alone."""
+    builder = _Builder(config)
+    for name in EVIDENCE_QUERIES:
+        builder.add(name, results.get(name, []))
+    return builder.build()
 
 
 async def collect(config: Config, source: QueryRunner, at: float, deadline: float | None = None
                   ) -> dict[VariantId, VariantEvidence] | None:
     """This window's evidence, or None when any of its queries failed (half the evidence would misjudge a
-    variant: latency without completions, say); the Observer has logged and counted the failure."""
-    results, errors = await source.run_queries(EVIDENCE_QUERIES, at, deadline)
-    if errors:
-        return None
-    return parse_evidence(config, results)
+    variant: latency without completions, say); the Observer has logged and counted the failure.
+
+    One query at a time under one deadline, each answer reduced to evidence before the next is asked: per
+    pod and bucket the answers are the largest gpumix reads, and at 4,000 pods holding them all at once as
+    decoded JSON cost ~230 MiB (BENCHMARKS.md "cycle")."""
+    budget = config.prometheus_timeout if deadline is None else deadline
+    until = time.monotonic() + budget
+    builder = _Builder(config)
+    for name in EVIDENCE_QUERIES:
+        results, errors = await source.run_queries((name,), at, max(until - time.monotonic(), 0.0))
+        if errors:
+            return None
+        builder.add(name, results.get(name, []))
+        del results
+    return builder.build()
