@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from bench.report import write_section
 
@@ -92,20 +93,22 @@ def serve_exporters(spec_file: str) -> int:
 # series at 4,000 pods) and took 5–10 s on the bench's shared Prometheus core, past `prometheus_timeout`.
 # Recorded, Prometheus aggregates them once per evaluation interval, off the cycle's path, and the cycle reads
 # 13 series per model. Same expressions as the service's defaults (scaler/config.py), same labels.
+# The recording rules gpumix ships for this scale (deploy/components/recording-rules), by the query each
+# replaces: the bench measures what a cluster following that component runs.
+RULES = Path(__file__).resolve().parent.parent / "deploy" / "components" / "recording-rules" / "prometheusrule.yaml"
+_RECORDS = {r["record"]: r["expr"] for g in yaml.safe_load(RULES.read_text())["spec"]["groups"]
+            for r in g["rules"]}
 RECORDED = {
     "prompt_histogram": ("gpumix:vllm_request_prompt_tokens_bucket:increase1m",
-                         "sum by (namespace, model_name, le) (increase(vllm:request_prompt_tokens_bucket[1m]))"),
+                         _RECORDS["gpumix:vllm_request_prompt_tokens_bucket:increase1m"]),
     "generation_histogram": ("gpumix:vllm_request_generation_tokens_bucket:increase1m",
-                             "sum by (namespace, model_name, le) "
-                             "(increase(vllm:request_generation_tokens_bucket[1m]))"),
+                             _RECORDS["gpumix:vllm_request_generation_tokens_bucket:increase1m"]),
 }
 
 
 def record_histograms(config: Path, url: str) -> None:
     """Adds the recording rules to the running Prometheus (rule file, then a configuration reload)."""
     import urllib.request
-
-    import yaml
 
     rules = config.parent / "rules.yml"
     rules.write_text(yaml.safe_dump({"groups": [{"name": "gpumix", "rules": [

@@ -388,3 +388,25 @@ def test_docs_state_the_versions_lint_checks() -> None:
     for doc in (REPO / "README.md", DEPLOY / "README.md"):
         text = doc.read_text().replace(" – ", "–")
         assert k8s in text and keda in text and "vLLM" in text, doc
+
+
+def test_recorded_queries_are_gpumix_default_queries(tmp_path: Path) -> None:
+    """deploy/components/recording-rules records exactly what gpumix would ask (default rate window), under
+    the names its kustomization tells the config to read, and promtool accepts the rules."""
+    from scaler.config import Config
+
+    (rule,) = load_docs(DEPLOY / "components" / "recording-rules" / "prometheusrule.yaml")
+    records = {r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    config = Config()
+    assert config.rate_window == "1m"
+    assert records == {
+        "gpumix:vllm_request_prompt_tokens_bucket:increase1m": config.query("prompt_histogram"),
+        "gpumix:vllm_request_generation_tokens_bucket:increase1m": config.query("generation_histogram"),
+    }
+    told = (DEPLOY / "components" / "recording-rules" / "kustomization.yaml").read_text()
+    for name in records:
+        assert name in told
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    out = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
