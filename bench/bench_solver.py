@@ -102,21 +102,22 @@ def aibrix_solver() -> Callable[..., object] | None:
         wheel = next(CACHE.glob(f"aibrix-{AIBRIX_VERSION}-*.whl"))
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(wheel_dir)
-    try:
-        importlib.import_module("pulp")
-    except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "pulp==2.8.0"], check=True)
+    # pulp goes into the bench's cache, not the venv: the venv holds exactly the lock (tests/packaging).
+    if not (PULP / "pulp").exists():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(PULP),
+                        "pulp==2.8.0"], check=True)
     # Import the solver module alone: the package __init__ pulls in AIBrix's whole service.
-    sys.path.insert(0, str(MELANGE.parent))
+    sys.path[:0] = [str(MELANGE.parent), str(PULP)]
     module = importlib.import_module("melange.solver")
     return module.MelangeSolver  # type: ignore[no-any-return]
 
 
 MELANGE = CACHE / f"aibrix-{AIBRIX_VERSION}" / "aibrix/gpu_optimizer/optimizer/solver/melange"
+PULP = CACHE / "pulp-2.8.0"
 # What a user of AIBrix's solver runs for one plan: a fresh interpreter, the solver module, one solve.
 AIBRIX_COLD = """
 import json, sys
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], sys.argv[3]]
 from melange.solver import MelangeSolver
 doc = json.load(open(sys.argv[2]))
 result = MelangeSolver(doc["distribution"], doc["total"], doc["gpu_info"], 4).run()
@@ -234,7 +235,7 @@ def bench_cold(row: Row, grid: Grid, count: int, workdir: Path, with_aibrix: boo
         if with_aibrix:
             input_file = shape_dir / f"aibrix-{k}.json"
             input_file.write_text(json.dumps(aibrix_input(variants, demand)))
-            theirs_cmd = [sys.executable, "-c", AIBRIX_COLD, str(MELANGE.parent), str(input_file)]
+            theirs_cmd = [sys.executable, "-c", AIBRIX_COLD, str(MELANGE.parent), str(input_file), str(PULP)]
             if warm:
                 subprocess.run(theirs_cmd, capture_output=True, check=True, env=env)
             t0 = time.perf_counter()
