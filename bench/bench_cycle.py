@@ -89,30 +89,33 @@ def serve_exporters(spec_file: str) -> int:
 
 # --------------------------------------------------------------------------------- recording rules
 
-# The two length-histogram queries touch every bucket series of every pod (13 per pod and histogram: 52,000
-# series at 4,000 pods) and took 5–10 s on the bench's shared Prometheus core, past `prometheus_timeout`.
-# Recorded, Prometheus aggregates them once per evaluation interval, off the cycle's path, and the cycle reads
-# 13 series per model. Same expressions as the service's defaults (scaler/config.py), same labels.
-# The recording rules gpumix ships for this scale (deploy/components/recording-rules), by the query each
-# replaces: the bench measures what a cluster following that component runs.
+# The heaviest cycle queries, recorded as gpumix ships them for this scale (deploy/components/recording-rules):
+# the bench measures what a cluster following that component runs. The two length-histogram queries touch
+# every bucket series of every pod (13 per pod and histogram: 52,000 series at 4,000 pods) and took 5–10 s on
+# the bench's shared Prometheus core, past `prometheus_timeout`; recorded, Prometheus aggregates once per
+# evaluation interval, off the cycle's path.
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "components" / "recording-rules" / "prometheusrule.yaml"
-_RECORDS = {r["record"]: r["expr"] for g in yaml.safe_load(RULES.read_text())["spec"]["groups"]
-            for r in g["rules"]}
-RECORDED = {
-    "prompt_histogram": ("gpumix:vllm_request_prompt_tokens_bucket:increase1m",
-                         _RECORDS["gpumix:vllm_request_prompt_tokens_bucket:increase1m"]),
-    "generation_histogram": ("gpumix:vllm_request_generation_tokens_bucket:increase1m",
-                             _RECORDS["gpumix:vllm_request_generation_tokens_bucket:increase1m"]),
-}
 
 
-def record_histograms(config: Path, url: str) -> None:
+def recorded() -> dict[str, tuple[str, str]]:
+    """Query name → (record, expression) for every shipped record, matched by expression to the default
+    query it replaces (a deploy test keeps each one equal to a default query)."""
+    from scaler.config import Config
+    from scaler.prometheus import CYCLE_QUERIES
+
+    config = Config()
+    by_expr = {config.query(name): name for name in CYCLE_QUERIES}
+    rules = [r for g in yaml.safe_load(RULES.read_text())["spec"]["groups"] for r in g["rules"]]
+    return {by_expr[r["expr"]]: (r["record"], r["expr"]) for r in rules}
+
+
+def record_rules(config: Path, url: str) -> None:
     """Adds the recording rules to the running Prometheus (rule file, then a configuration reload)."""
     import urllib.request
 
     rules = config.parent / "rules.yml"
     rules.write_text(yaml.safe_dump({"groups": [{"name": "gpumix", "rules": [
-        {"record": record, "expr": expr} for record, expr in RECORDED.values()]}]}))
+        {"record": record, "expr": expr} for record, expr in recorded().values()]}]}))
     doc = yaml.safe_load(config.read_text())
     doc["rule_files"] = [str(rules)]
     config.write_text(yaml.safe_dump(doc))
@@ -174,8 +177,8 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
     prom = start_prometheus(workdir / "prom", targets, scrape_interval=f"{SCRAPE_S:g}s")
     queries: dict[str, str] = {}
     if recorded:
-        record_histograms(prom.config, prom.url)
-        queries = {name: rule for name, (rule, _) in RECORDED.items()}
+        record_rules(prom.config, prom.url)
+        queries = {name: rule for name, (rule, _) in recorded().items()}
     os.sched_setaffinity(0, controller_core)
     # The service's defaults (a 1-minute rate window over 15-s scrapes), the length histograms read from
     # recording rules when `recorded`.
@@ -348,7 +351,7 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--profile", type=int, default=None, metavar="M", help="cProfile one cycle at M models")
     parser.add_argument("--direct", dest="recorded", action="store_false",
-                        help="query the length histograms directly instead of through recording rules")
+                        help="ask every query directly instead of through the shipped recording rules")
     parser.add_argument("--uncalibrated", type=int, nargs="*", default=[], metavar="M",
                         help="also measure these sizes with calibration off (no evidence queries beside the cycle)")
     parser.add_argument("--no-calibration", action="store_true", help=argparse.SUPPRESS)
@@ -442,9 +445,10 @@ def main() -> int:
             "pods). Measured cycles are one interval (15 s) apart, after a warm-up that lasts until every model "
             "is planned. `planned` counts the models whose plan in that cycle came from fresh demand through the "
             "exact planner (a greedy fallback counts 0), lowest–highest over the measured cycles. "
-            + ("The two length-histogram queries read recording rules (`RECORDED` in bench/bench_cycle.py, the "
-               "default expressions evaluated by Prometheus every 15 s): queried directly they touch every "
-               "bucket series of every pod and took 5–10 s at 4,000 pods here, past `prometheus_timeout`. "
+            + ("The length-histogram, completion and token-rate queries read the recording rules gpumix ships "
+               "(deploy/components/recording-rules: the default expressions, evaluated by Prometheus every 15 s); "
+               "queried directly the histograms touch every bucket series of every pod and took 5–10 s at 4,000 "
+               "pods here, past `prometheus_timeout`. "
                if args.recorded else "Every query is the service's default, queried directly. ")
             + "\n\n"
             "Stages (medians over the measured cycles, wall time): `query` is the batch of aggregated queries "

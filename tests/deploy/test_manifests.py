@@ -391,21 +391,23 @@ def test_docs_state_the_versions_lint_checks() -> None:
 
 
 def test_recorded_queries_are_gpumix_default_queries(tmp_path: Path) -> None:
-    """deploy/components/recording-rules records exactly what gpumix would ask (default rate window), under
-    the names its kustomization tells the config to read, and promtool accepts the rules."""
+    """deploy/components/recording-rules records exactly what gpumix would ask (default rate window), each
+    record once, its kustomization names the config line that reads it, and promtool accepts the rules."""
     from scaler.config import Config
+    from scaler.prometheus import CYCLE_QUERIES
 
     (rule,) = load_docs(DEPLOY / "components" / "recording-rules" / "prometheusrule.yaml")
-    records = {r["record"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    records = [(r["record"], r["expr"]) for g in rule["spec"]["groups"] for r in g["rules"]]
     config = Config()
     assert config.rate_window == "1m"
-    assert records == {
-        "gpumix:vllm_request_prompt_tokens_bucket:increase1m": config.query("prompt_histogram"),
-        "gpumix:vllm_request_generation_tokens_bucket:increase1m": config.query("generation_histogram"),
-    }
+    defaults = {config.query(name): name for name in CYCLE_QUERIES}
+    replaced = [defaults.get(expr) for _, expr in records]
+    assert None not in replaced and len(set(replaced)) == len(records)
+    # never the raw-sample queries: the fast path and the staleness checks need them unrecorded
+    assert not set(replaced) & {"waiting", "running", "freshness", "coverage"}
     told = (DEPLOY / "components" / "recording-rules" / "kustomization.yaml").read_text()
-    for name in records:
-        assert name in told
+    for (record, _), name in zip(records, replaced, strict=True):
+        assert f"{name}: {record}" in told
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     out = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
