@@ -97,7 +97,7 @@ def serve_exporters(spec_file: str) -> int:
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "components" / "recording-rules" / "prometheusrule.yaml"
 
 
-def recorded() -> dict[str, tuple[str, str]]:
+def shipped_records() -> dict[str, tuple[str, str]]:
     """Query name → (record, expression) for every shipped record, matched by expression to the default
     query it replaces (a deploy test keeps each one equal to a default query)."""
     from scaler.config import Config
@@ -115,7 +115,7 @@ def record_rules(config: Path, url: str) -> None:
 
     rules = config.parent / "rules.yml"
     rules.write_text(yaml.safe_dump({"groups": [{"name": "gpumix", "rules": [
-        {"record": record, "expr": expr} for record, expr in recorded().values()]}]}))
+        {"record": record, "expr": expr} for record, expr in shipped_records().values()]}]}))
     doc = yaml.safe_load(config.read_text())
     doc["rule_files"] = [str(rules)]
     config.write_text(yaml.safe_dump(doc))
@@ -178,7 +178,7 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
     queries: dict[str, str] = {}
     if recorded:
         record_rules(prom.config, prom.url)
-        queries = {name: rule for name, (rule, _) in recorded().items()}
+        queries = {name: rule for name, (rule, _) in shipped_records().items()}
     os.sched_setaffinity(0, controller_core)
     # The service's defaults (a 1-minute rate window over 15-s scrapes), the length histograms read from
     # recording rules when `recorded`.
