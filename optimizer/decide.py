@@ -36,6 +36,7 @@ from optimizer.program import (
     Planner,
     PlanRequest,
     Variant,
+    components,
 )
 from optimizer.stabilize import held_replicas, hysteresis
 
@@ -194,18 +195,11 @@ def _linked(problems: Sequence[ModelProblem], releasing: set[str], pools: Mappin
     to one through a capped pool. Any other model's steady plan already runs at least what the HPA holds
     (nothing of it is releasing), so it stays feasible, hence optimal, once the holds are lower bounds; and
     a model sharing no capped pool with a re-planned one cannot be moved by it."""
-    capped = [{v.pool_name for v in mp.variants if v.pool_name in pools} for mp in problems]
-    replan = {k for k, mp in enumerate(problems) if any(v.name in releasing for v in mp.variants)}
-    reached = set().union(*(capped[k] for k in replan)) if replan else set()
-    grew = True
-    while grew:  # pools reached pull in every model that uses them, whose pools are then reached too
-        grew = False
-        for k, used in enumerate(capped):
-            if k not in replan and used & reached:
-                replan.add(k)
-                reached |= used
-                grew = True
-    return {problems[k].demand.model for k in replan}
+    out: set[str] = set()
+    for group in components([[v.pool_name for v in mp.variants] for mp in problems], pools):
+        if any(v.name in releasing for k in group for v in problems[k].variants):
+            out.update(problems[k].demand.model for k in group)
+    return out
 
 
 def _needs(plan: Plan, utilization: float) -> dict[str, int]:

@@ -166,15 +166,18 @@ class Plan:
 
     def overlay(self, replan: Plan) -> Plan:
         """This plan with the models of `replan` (a later plan of some of them) in place of its own."""
-        models = {**self.models, **replan.models}
         greedy = (self.greedy - replan.models.keys()) | replan.greedy
-        ms = self.solve_ms + replan.solve_ms
-        if not greedy:
-            return Plan(models, "optimal", "highs", ms)
-        why = next(p.status.split(": ", 1)[-1] for p in (replan, self) if p.greedy & greedy)
-        if len(greedy) == len(models):
-            return Plan(models, f"fallback: {why}", "greedy", ms, greedy)
-        return Plan(models, f"fallback for {len(greedy)} of {len(models)} models: {why}", "highs+greedy", ms, greedy)
+        why = next((p.status.split(": ", 1)[-1] for p in (replan, self) if p.greedy & greedy), None)
+        return _plan_of({**self.models, **replan.models}, greedy, why, self.solve_ms + replan.solve_ms)
+
+
+def _plan_of(models: dict[str, ModelPlan], greedy: frozenset[str], why: str | None, ms: float) -> Plan:
+    """A plan whose `greedy` models came from the fallback (for `why`) and the rest from HiGHS."""
+    if not greedy:
+        return Plan(models, "optimal", "highs", ms)
+    if len(greedy) == len(models):
+        return Plan(models, f"fallback: {why}", "greedy", ms, greedy)
+    return Plan(models, f"fallback for {len(greedy)} of {len(models)} models: {why}", "highs+greedy", ms, greedy)
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -233,10 +236,10 @@ def validate(request: PlanRequest) -> None:
         raise PlanError("; ".join(problems))
 
 
-def components(arrays: Sequence[ModelArrays], pools: Mapping[str, float]) -> list[list[int]]:
-    """Models (by index) grouped into independent problems: two models are in one group when a chain of
-    capped pools links them. An uncapped pool couples nothing."""
-    parent = list(range(len(arrays)))
+def components(model_pools: Sequence[Sequence[str]], pools: Mapping[str, float]) -> list[list[int]]:
+    """Models (by index; each given by its variants' pools) grouped into independent problems: two models are
+    in one group when a chain of capped pools links them. An uncapped pool couples nothing."""
+    parent = list(range(len(model_pools)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -245,8 +248,8 @@ def components(arrays: Sequence[ModelArrays], pools: Mapping[str, float]) -> lis
         return i
 
     first_user: dict[str, int] = {}
-    for k, arr in enumerate(arrays):
-        for pool in arr.pools:
+    for k, used in enumerate(model_pools):
+        for pool in used:
             if pool not in pools:
                 continue
             if pool in first_user:
@@ -256,7 +259,7 @@ def components(arrays: Sequence[ModelArrays], pools: Mapping[str, float]) -> lis
             else:
                 first_user[pool] = k
     groups: dict[int, list[int]] = {}
-    for k in range(len(arrays)):
+    for k in range(len(model_pools)):
         groups.setdefault(root(k), []).append(k)
     return list(groups.values())
 
@@ -354,7 +357,7 @@ class _Program:
             scale = max(float(a.cost.max()), 1e-9) if per_model_scale else global_scale
             first_col, first_y = n_cols, sum(c.size for c in y_cols)
             n_var = len(a.names)
-            active = np.flatnonzero((a.lam > 0) & (a.mu > 0).any(axis=0))
+            active = _active(a)
             # Buckets every variant serves at the same rate are one bucket to the program (same capacity
             # use, placement and penalty per req/s): merge them, split the load back in proportion to demand.
             columns = np.ascontiguousarray(a.mu[:, active].T)
@@ -441,7 +444,7 @@ class _Program:
         if (u != request.utilization or churn != request.churn or not np.array_equal(cost, a.cost)
                 or not np.array_equal(mu, a.mu)):
             return None
-        if not np.array_equal(active, np.flatnonzero((a.lam > 0) & (a.mu > 0).any(axis=0))):
+        if not np.array_equal(active, _active(a)):
             return None
         y0, (pg, pb), z0, _, member, _, n_classes = self.slices[0]
         n_var = len(a.lo)
@@ -838,8 +841,13 @@ def _same_box(a: _Program, b: _Program) -> bool:
                 and np.array_equal(a.col_upper[a.y_cols], b.col_upper[b.y_cols]))
 
 
+def _active(a: ModelArrays) -> npt.NDArray[np.intp]:
+    """The buckets that enter the program: demanded, and servable by some variant."""
+    return np.flatnonzero((a.lam > 0) & (a.mu > 0).any(axis=0))
+
+
 def _servable_demand(a: ModelArrays) -> bool:
-    return bool(((a.lam > 0) & (a.mu > 0).any(axis=0)).any())
+    return bool(_active(a).size)
 
 
 def _limit(solver: highs._Highs, seconds: float) -> None:
@@ -893,12 +901,7 @@ class Planner:
         names = frozenset(mp.demand.model for mp in request.models)
         self._behind = ((self._behind - names) & self._previous) | behind
         self._previous = names
-        ms = (time.perf_counter() - started) * 1e3
-        if not rest:
-            return Plan(models, "optimal", "highs", ms)
-        if len(rest) == len(arrays):
-            return Plan(models, f"fallback: {why}", "greedy", ms, behind)
-        return Plan(models, f"fallback for {len(rest)} of {len(arrays)} models: {why}", "highs+greedy", ms, behind)
+        return _plan_of(models, behind, why, (time.perf_counter() - started) * 1e3)
 
     def _solve(self, request: PlanRequest, arrays: Sequence[ModelArrays], started: float
                ) -> tuple[list[tuple[FloatArray, FloatArray] | None], str | None]:
@@ -907,7 +910,7 @@ class Planner:
         out: list[tuple[FloatArray, FloatArray] | None] = [None] * len(arrays)
         deadline = started + request.time_limit_s
         groups = []
-        for group in components(arrays, request.pools):
+        for group in components([a.pools for a in arrays], request.pools):
             if not any(_servable_demand(arrays[k]) for k in group):  # nothing to carry: the bounds are the plan
                 for k in group:
                     out[k] = (arrays[k].lo.copy(), np.zeros(arrays[k].mu.shape))

@@ -310,7 +310,7 @@ def test_models_linked_by_capped_pools_are_planned_together(
         for k, accs in enumerate(accelerators)
     )
     arrays = [model_arrays(mp, 0.8) for mp in models]
-    assert sorted(components(arrays, pools)) == groups
+    assert sorted(components([a.pools for a in arrays], pools)) == groups
 
 
 def test_grid_beyond_the_tick_limit_is_planned_on_a_conservative_coarsening() -> None:
