@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ import matplotlib.pyplot as plt
 import structlog
 from tqdm import tqdm
 
-from bench.report import write_section
-from sim.engine import ROUTING
+from bench.report import routing_suffix, write_section
+from sim.engine import DEFAULT_ROUTING, ROUTING
 from sim.fleet import load_fleet, with_profile_claim
 from sim.policies import Gpumix, make_policies
 from sim.replay import meets_slo, replay
@@ -39,7 +38,6 @@ OUT = Path(__file__).resolve().parent / "out"
 TITLES = {"code": "Azure LLM code trace (bursty)", "diurnal": "synthetic diurnal Poisson",
           "conversational": "smooth conversational Poisson"}
 POLICIES = ("gpumix", "gpumix-uncalibrated")
-DEFAULT_ROUTING = "least-outstanding"
 RECOVER_S, SETTLE_S = 600.0, 1800.0  # the issue's "within 10 minutes" and "within 30 minutes"
 
 
@@ -76,7 +74,7 @@ def one(job: tuple[str, float, str, float | None, int, str]) -> Run:
     trail = tuple(policy.calibration_trace) if isinstance(policy, Gpumix) else ()
     return Run(kind, claim, name, result.attainment, result.cost, after, result.cost - at_settle, tuple(times),
                tuple(cost), trail, tuple(result.causes.items()),
-               tuple(sorted(Counter(c.reason for c in result.completions if c.dropped).items())))
+               tuple(sorted(result.drops().items())))
 
 
 def table(runs: Sequence[Run], kind: str) -> list[str]:
@@ -158,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kinds = [k for k in args.traces.split(",") if k]
     claims = sorted({float(c) for c in args.claims.split(",") if c})
     jobs = [(k, c, p, args.max_minutes, args.seed, args.routing) for k in kinds for c in claims for p in POLICIES]
-    suffix = "" if args.routing == DEFAULT_ROUTING else f"-{args.routing}-routing"
+    suffix = routing_suffix(args.routing)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(tqdm(pool.map(one, jobs), total=len(jobs), desc="replays", unit="run"))
     lines = ["## Online calibration: mis-claiming profiles, calibration on and off (issue 13)",

@@ -33,8 +33,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from tqdm import tqdm
 
-from bench.report import write_section
-from sim.engine import ROUTING, Completion
+from bench.report import routing_suffix, write_section
+from sim.engine import DEFAULT_ROUTING, ROUTING
 from sim.fleet import FleetSpec, load_fleet, with_profile_claim
 from sim.plot import plot_results
 from sim.policies import Policy, Trace, make_policies
@@ -51,7 +51,6 @@ TITLES = {
     "aibrix-ramp": "AIBrix autoscaler experiment reproduction (seed 1, ~1000 s, 0.5→2→4→5→1→3 req/s)",
     "conversational": "smooth conversational Poisson (seed 1, 1 h, 5 req/s ± 20 %, chat lengths)",
 }
-DEFAULT_ROUTING = "least-outstanding"
 # issue 12's goals for gpumix: (SLO attainment at least, cost ÷ clairvoyant at most)
 GOALS = {"code": (0.975, 1.15), "aibrix-ramp": (0.99, 1.10), "diurnal": (0.99, 1.10)}
 
@@ -98,26 +97,13 @@ def goal_lines(kind: str, results: Sequence[Result]) -> list[str]:
     return out
 
 
-def suffix(routing: str) -> str:
-    """What a non-default routing adds to section and plot names."""
-    return "" if routing == DEFAULT_ROUTING else f"-{routing}-routing"
-
-
 def drop_lines(results: Sequence[Result]) -> list[str]:
     out = []
     for r in results:
-        reasons = drop_reasons(r.completions)
+        reasons = r.drops()
         if reasons:
             out.append(f"- {r.policy}: dropped " + ", ".join(f"{n} {why}" for why, n in sorted(reasons.items())))
     return out
-
-
-def drop_reasons(completions: Sequence[Completion]) -> dict[str, int]:
-    reasons: dict[str, int] = {}
-    for c in completions:
-        if c.dropped:
-            reasons[c.reason] = reasons.get(c.reason, 0) + 1
-    return reasons
 
 
 def summary_png(runs: dict[str, list[Result]], path: Path) -> Path:
@@ -204,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [n.strip() for n in args.policies.split(",") if n.strip()]
         body = claims_run(args, kinds, names)
         if not args.no_write:
-            write_section("replay-claims" + suffix(args.routing), body)
+            write_section("replay-claims" + routing_suffix(args.routing), body)
         return 0
     spec = with_profile_claim(load_fleet(), args.profile_claim)
     names = [n.strip() for n in args.policies.split(",") if n.strip() and not n.strip().startswith("clairvoyant")]
@@ -246,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             trace = truncated(trace, 60.0 * args.max_minutes)
         results, seconds = run_all(spec, trace, names, seed=args.seed, routing=args.routing)
         runs[kind] = results
-        png = plot_results(results, OUT / f"replay{suffix(args.routing)}-{kind}.png", title=TITLES[kind])
+        png = plot_results(results, OUT / f"replay{routing_suffix(args.routing)}-{kind}.png", title=TITLES[kind])
         cv = next(r for r in results if r.policy == "clairvoyant")
         lines += [
             f"### {TITLES[kind]}: {len(trace)} requests over {trace.duration / 60:.0f} min",
@@ -261,12 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
         ]
         print("\n".join(lines[-(len(results) + 8):]), flush=True)
-    summary = summary_png(runs, OUT / f"replay{suffix(args.routing)}-summary.png")
+    summary = summary_png(runs, OUT / f"replay{routing_suffix(args.routing)}-summary.png")
     lines += [f"Summary plot (cost ÷ clairvoyant against SLO, goals dashed): `{summary.relative_to(ROOT)}`. "
               f"Whole run: {(time.perf_counter() - started) / 60:.1f} min wall."]
     body = "\n".join(lines)
     if not args.no_write:
-        write_section("replay" + suffix(args.routing), body)
+        write_section("replay" + routing_suffix(args.routing), body)
     print(body)
     return 0
 

@@ -31,6 +31,13 @@ def command_line() -> str:
                                               *sys.argv[1:]])
 
 
+def routing_suffix(routing: str) -> str:
+    """What a replay routing other than the default adds to section and plot names."""
+    from sim.engine import DEFAULT_ROUTING
+
+    return "" if routing == DEFAULT_ROUTING else f"-{routing}-routing"
+
+
 def write_section(name: str, body: str) -> Path:
     """Replace (or append) the section `name` with `body` (markdown), stamped with command and date."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"

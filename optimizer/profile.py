@@ -467,26 +467,28 @@ def _meets(row: BenchmarkRow | None, percentile: str, limit: float) -> bool:
     return value is not None and value <= limit
 
 
+def sustains(metrics: Mapping[str, BenchmarkRow], rate: float, slo: SLO) -> bool:
+    """Whether one measured point (its rows by metric, at offered `rate`) counts for capacity: every SLO
+    limit met, and a throughput of at least 90 % of the offered rate (AIBrix's gen_profile rule)."""
+    if "TPUT" not in metrics or metrics["TPUT"].mean < SUSTAINED_SHARE * rate:
+        return False
+    return all(_meets(metrics.get(m.upper()), slo.percentile, lim) for m, lim in slo.limits().items())
+
+
 def _highest_rate_capacity(
     points: Mapping[tuple[int, int, float], Mapping[str, BenchmarkRow]], grid: Grid, slo: SLO
 ) -> FloatArray:
-    limits = slo.limits()
     best_rate = np.full(grid.shape, -1.0)
     capacity = np.zeros(grid.shape)
     out_pos = {t: i for i, t in enumerate(grid.outputs)}
     in_pos = {t: j for j, t in enumerate(grid.inputs)}
     for (out_t, in_t, rate), metrics in points.items():
-        if out_t not in out_pos or in_t not in in_pos or "TPUT" not in metrics:
-            continue
-        throughput = metrics["TPUT"].mean
-        if throughput < SUSTAINED_SHARE * rate:
-            continue
-        if not all(_meets(metrics.get(m.upper()), slo.percentile, lim) for m, lim in limits.items()):
+        if out_t not in out_pos or in_t not in in_pos or not sustains(metrics, rate, slo):
             continue
         i, j = out_pos[out_t], in_pos[in_t]
         if rate > best_rate[i, j]:
             best_rate[i, j] = rate
-            capacity[i, j] = throughput
+            capacity[i, j] = metrics["TPUT"].mean
     return capacity
 
 

@@ -50,6 +50,7 @@ from sim.fleet import FleetSpec, VariantSpec
 from sim.gateway_slo import GatewayPod, SLOGateway
 
 ROUTING = ("least-outstanding", "round-robin", "plan-weighted", "slo")
+DEFAULT_ROUTING = ROUTING[0]  # as gateways do by default
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated name suffixes
 
 # event kinds, in the order they run when times tie
@@ -206,7 +207,7 @@ class Usage:
 
 
 class Fleet:
-    def __init__(self, spec: FleetSpec, seed: int = 0, routing: str = "least-outstanding", start: float = 0.0) -> None:
+    def __init__(self, spec: FleetSpec, seed: int = 0, routing: str = DEFAULT_ROUTING, start: float = 0.0) -> None:
         if routing not in ROUTING:
             raise ValueError(f"routing: must be one of {', '.join(ROUTING)}, got {routing!r}")
         self.spec = spec

@@ -71,11 +71,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from optimizer.profile import SLO, Grid, Profile, common_grid, resample
+from optimizer.profile import SLO, BenchmarkRow, Grid, Profile, common_grid, resample, sustains
 
 CAP = 1.0  # PendingLoadProvider.Cap
 WINDOW_S = 240.0  # cache_init.go movingWindow
-SUSTAINED_SHARE = 0.9  # gen_profile.py TPUT_TOLERANCE, the rule derive_capacity follows
 
 # why a request got no pod (the engine's drop reasons)
 SLO_FAILURE = "slo-failure"  # cache.ErrorSLOFailureRequest
@@ -121,32 +120,27 @@ class _Queued:
 
 def _mean_at_profile_rate(profile: Profile, metric: str) -> npt.NDArray[np.float64] | None:
     """Mean `metric` per cell at the rate the capacity was taken at (see the module's choices)."""
-    by_point: dict[tuple[int, int, float], dict[str, float | None]] = {}
+    by_point: dict[tuple[int, int, float], dict[str, BenchmarkRow]] = {}
     for row in profile.rows:
-        point = by_point.setdefault((row.output_tokens, row.input_tokens, row.request_rate), {})
-        point[row.metric] = row.mean
-        point[row.metric + "@"] = row.value(profile.slo.percentile)
-    limits = profile.slo.limits()
+        by_point.setdefault((row.output_tokens, row.input_tokens, row.request_rate), {})[row.metric] = row
     out_pos = {t: i for i, t in enumerate(profile.grid.outputs)}
     in_pos = {t: j for j, t in enumerate(profile.grid.inputs)}
     chosen: dict[tuple[int, int], float] = {}
     lowest: dict[tuple[int, int], float] = {}
     for (out_t, in_t, rate), point in by_point.items():
-        if out_t not in out_pos or in_t not in in_pos or point.get(metric) is None:
+        if out_t not in out_pos or in_t not in in_pos or metric not in point:
             continue
         cell = (out_pos[out_t], in_pos[in_t])
         if rate < lowest.get(cell, math.inf):
             lowest[cell] = rate
-        tput = point.get("TPUT")
-        meets = all((v := point.get(m.upper() + "@")) is not None and v <= lim for m, lim in limits.items())
-        if tput is not None and tput >= SUSTAINED_SHARE * rate and meets and rate > chosen.get(cell, -1.0):
+        if rate > chosen.get(cell, -1.0) and sustains(point, rate, profile.slo):
             chosen[cell] = rate
     if not lowest:
         return None
     table = np.zeros(profile.grid.shape)
     for cell, rate in lowest.items():
-        value = by_point[(profile.grid.outputs[cell[0]], profile.grid.inputs[cell[1]], chosen.get(cell, rate))]
-        table[cell] = float(value[metric] or 0.0)
+        point = by_point[(profile.grid.outputs[cell[0]], profile.grid.inputs[cell[1]], chosen.get(cell, rate))]
+        table[cell] = float(point[metric].mean or 0.0)
     return table
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.profile import resample
-from sim.engine import Completion, Fleet, Request
+from sim.engine import DEFAULT_ROUTING, Completion, Fleet, Request
 from sim.fleet import FleetSpec
 from sim.policies import CYCLE_S, Policy, Trace, fleet_grid, without_cold_start
 
@@ -148,6 +149,10 @@ class Result:
     causes: dict[str, int] = field(default_factory=dict)  # miss_causes: why requests missed the SLO
     cost_ratio: float | None = None  # cost ÷ the clairvoyant's in the same run (set by with_cost_ratios)
 
+    def drops(self) -> dict[str, int]:
+        """Dropped requests by the engine's reason (too long, drain or queue timeouts, gateway rejections)."""
+        return dict(Counter(c.reason for c in self.completions if c.dropped))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "policy": self.policy, "requests": self.requests, "cost": round(self.cost, 4),
@@ -177,7 +182,7 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def replay(spec: FleetSpec, trace: Trace, policy: Policy, seed: int = 0, routing: str = "least-outstanding",
+def replay(spec: FleetSpec, trace: Trace, policy: Policy, seed: int = 0, routing: str = DEFAULT_ROUTING,
            on_step: Callable[[float], None] | None = None) -> Result:
     run_spec = spec if policy.cold_start else without_cold_start(spec)
     initial = policy.initial(run_spec, trace)

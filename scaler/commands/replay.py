@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "clairvoyant[:<MILP seconds>] (knows the future, pays cold starts: the cost bound) | "
                              "all (default)")
     parser.add_argument("--speedup", type=float, default=1.0, help="compress trace time by this factor")
+    # sim.engine.ROUTING, written out: the CLI imports sim only when a replay runs (a test keeps them equal)
     parser.add_argument("--routing", default="least-outstanding",
                         choices=("least-outstanding", "round-robin", "plan-weighted", "slo"),
                         help="how the simulated load balancer spreads requests over replicas (slo: AIBrix's "

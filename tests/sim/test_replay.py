@@ -78,3 +78,15 @@ def test_policies_give_sane_results(spec, short_trace):
 def test_unknown_policy_is_refused(spec):
     with pytest.raises(ValueError, match="policy 'nope'"):
         make_policies(spec, "nope")
+
+
+def test_the_replay_command_offers_the_engines_routings() -> None:
+    import argparse
+
+    from scaler.commands.replay import add_arguments
+    from sim.engine import DEFAULT_ROUTING, ROUTING
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    (action,) = [a for a in parser._actions if a.dest == "routing"]
+    assert tuple(action.choices or ()) == ROUTING and action.default == DEFAULT_ROUTING
