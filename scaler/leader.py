@@ -472,8 +472,8 @@ class HighAvailability:
             # A fresh store: it reads the published history from Redis before its first write, so the new
             # leader continues the HPA windows where the old one left them.
             self.controller.state = self.make_state()
-            # evidence gathered in an earlier term describes a window long gone: the new term asks afresh
-            self.controller.evidence, self.controller.evidence_at = None, None
+            # evidence gathered in an earlier term describes a window long gone: the new term's comes next
+            self.controller.evidence = None
             self.terms += 1
             log.info("leading", identity=self.leadership.identity, token=self.leadership.fencing_token)
             self.took_over.set()
