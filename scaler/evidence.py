@@ -19,8 +19,8 @@ LATENCY = {"evidence_ttft": "ttft", "evidence_tpot": "tpot", "evidence_e2e": "e2
 
 
 class QueryRunner(Protocol):
-    async def run_queries(self, names: Sequence[str], at: float, deadline: float | None = None
-                          ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]: ...
+    async def run_queries(self, names: Sequence[str], at: float, deadline: float | None = None, *,
+                          health: bool = True) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]: ...
 
 
 def _value(sample: Mapping[str, Any]) -> float | None:
@@ -105,7 +105,7 @@ async def collect(config: Config, source: QueryRunner, at: float, deadline: floa
     until = time.monotonic() + budget
     builder = _Builder(config)
     for name in EVIDENCE_QUERIES:
-        results, errors = await source.run_queries((name,), at, max(until - time.monotonic(), 0.0))
+        results, errors = await source.run_queries((name,), at, max(until - time.monotonic(), 0.0), health=False)
         if errors:
             return None
         builder.add(name, results.get(name, []))

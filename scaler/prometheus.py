@@ -150,7 +150,7 @@ def _classify(exc: BaseException) -> str:
 
 def _describe(exc: BaseException, deadline: float) -> str:
     if isinstance(exc, TimeoutError):
-        return f"no complete answer within {deadline:g} s (prometheus_timeout, total time per query and cycle)"
+        return f"no complete answer within {deadline:.3g} s (prometheus_timeout, total time per query and cycle)"
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, QueryFailed) else f"{type(exc).__name__}: {text}"
 
@@ -274,10 +274,14 @@ class Observer:
             return await asyncio.gather(*(one(session, n) for n in names), return_exceptions=True)
 
     async def run_queries(
-        self, names: Sequence[str], at: float, deadline: float | None = None
+        self, names: Sequence[str], at: float, deadline: float | None = None, *, health: bool = True
     ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
         """Answers and error kinds by query name, within `deadline` (default prometheus_timeout) in total.
-        A whole batch failing is one outage: one line when it starts, one when the answers come back."""
+        A whole batch failing is one outage: one line when it starts, one when the answers come back.
+
+        `health=False`: this batch does not speak for Prometheus as a whole (the evidence asks one query at
+        a time: one slow or rejected query is not an outage, and its answer is no recovery from one the
+        cycle saw). Its failures are reported per query instead."""
         deadline = self.deadline if deadline is None else deadline
         answers = await self._batch(names, at, deadline)
         results: dict[str, list[dict[str, Any]]] = {}
@@ -292,18 +296,23 @@ class Observer:
                 self.on_error(errors[name])
             else:
                 results[name] = answer
-        if failures and not results:
+        if not health:
+            for name, exc in failures.items():
+                self.state.report(f"query:{name}", f"failed: {errors[name]}", error=_describe(exc, deadline)[:300],
+                                  query=self.config.query(name))
+        elif failures and not results:
             first = next(iter(failures))
             self.state.report("prometheus", "down", kinds=sorted(set(errors.values())), queries=len(failures),
                               error=_describe(failures[first], deadline), url=self.url)
             return results, errors
-        self.state.report("prometheus", "ok")
-        # Some queries failing (bad PromQL, one slow query, a partial outage): one line for the set of
-        # failing queries while it stays the same, not one per query.
-        failing = ", ".join(f"{name}: {errors[name]}" for name in failures)
-        self.state.report("queries", failing or "ok", failing=sorted(failures),
-                          errors={n: _describe(e, deadline)[:300] for n, e in failures.items()},
-                          queries={n: self.config.query(n) for n in failures})
+        else:
+            self.state.report("prometheus", "ok")
+            # Some queries failing (bad PromQL, one slow query, a partial outage): one line for the set of
+            # failing queries while it stays the same, not one per query.
+            failing = ", ".join(f"{name}: {errors[name]}" for name in failures)
+            self.state.report("queries", failing or "ok", failing=sorted(failures),
+                              errors={n: _describe(e, deadline)[:300] for n, e in failures.items()},
+                              queries={n: self.config.query(n) for n in failures})
         for name, answer in results.items():
             if not answer and name in REQUIRED:
                 self.state.report(f"query:{name}", "empty", level="info", query=self.config.query(name))

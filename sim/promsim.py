@@ -255,8 +255,8 @@ class SimObserver:
         assert at is not None
         return parse_results(self.config, self.prometheus.results(CYCLE_QUERIES, at), {}, at)
 
-    async def run_queries(self, names: Sequence[str], at: float, deadline: float | None = None
-                          ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    async def run_queries(self, names: Sequence[str], at: float, deadline: float | None = None, *,
+                          health: bool = True) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
         return self.prometheus.results(names, at), {}
 
     async def waiting(self, at: float | None = None) -> dict[tuple[str, str], float] | None:

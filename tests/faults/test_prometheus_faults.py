@@ -204,3 +204,36 @@ async def test_the_cycle_does_not_wait_behind_slow_calibration_evidence(fleet: F
     assert controller.evidence is not None
     await controller.cycle()
     assert controller.evidence is None  # taken by that cycle: the next one waits for a new window
+
+
+# (fault on the evidence's pod-age subquery alone, the error kind it gets)
+EVIDENCE_FAULTS: list[tuple[str, Fault, str]] = [
+    ("trickled past the deadline", Fault("trickle", every=0.2, match=":15s]"), "timeout"),
+    ("rejected as bad PromQL", Fault("status", status=400, match=":15s]",
+                                     body=b'{"status":"error","errorType":"bad_data","error":"parse error"}'),
+     "http_4xx"),
+    ("503", Fault("status", status=503, match=":15s]"), "http_5xx"),
+]
+
+
+@pytest.mark.parametrize(("fault", "proxy_fault", "kind"), EVIDENCE_FAULTS, ids=[f[0] for f in EVIDENCE_FAULTS])
+async def test_one_failing_evidence_query_is_named_not_an_outage(fleet: FaultProxy, fault: str, proxy_fault: Fault,
+                                                                 kind: str) -> None:
+    """The evidence asks one query at a time: one of them failing is that query's problem, logged under its
+    name, not "prometheus down"; and its answers coming back say nothing about an outage the cycle saw."""
+    config = Config(prometheus=fleet.url, prometheus_timeout=1.0, rate_window="5s", calibration_interval=2.0)
+    inventory = Inventory((ModelInfo("m", "llm", (VariantInfo(name="m-a40", model="m", namespace="llm"),)),))
+    controller = Controller(config, StaticInventory(inventory), Observer(config), ProfileStore(None, None),
+                            StateStore(None), Table())
+    await _wait_for_data(controller.observer)
+    fleet.set(proxy_fault)
+    with structlog.testing.capture_logs() as logs:
+        await controller.gather_evidence()
+        await controller.cycle()  # the cycle's queries do not touch the pod-age subquery
+        fleet.set(None)
+        await controller.gather_evidence()
+    assert controller.evidence is not None
+    problems = [e for e in logs if e["event"] == "observation_problem"
+                and (e["what"] in ("prometheus", "queries") or str(e["what"]).startswith("query:"))]
+    assert [(e["what"], e["state"]) for e in problems] == [("query:evidence_age", f"failed: {kind}")], problems
+    assert [e["what"] for e in logs if e["event"] == "recovered"] == ["query:evidence_age"]
