@@ -26,9 +26,11 @@ def machine() -> str:
 
 
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", sys.modules["__main__"].__spec__.name
-                                              if getattr(sys.modules["__main__"], "__spec__", None) else sys.argv[0],
-                                              *sys.argv[1:]])
+    """The command that reruns this process: `-m module` when started as a module, the script's path when
+    started as a script (`python -m scripts/mutation.py` is not a command anyone can run)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    program = ["-m", spec.name] if spec is not None else [sys.argv[0]]
+    return " ".join(shlex.quote(a) for a in [".venv/bin/python", *program, *sys.argv[1:]])
 
 
 def routing_suffix(routing: str) -> str:
