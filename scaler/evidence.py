@@ -6,29 +6,21 @@ age over the calibration window, the waiting queue at both ends and the variant'
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from optimizer.calibrate import PodEvidence, VariantEvidence
 from optimizer.ids import VariantId
 from scaler.config import EVIDENCE_QUERIES, Config
+from scaler.vector import Sample
 
 LATENCY = {"evidence_ttft": "ttft", "evidence_tpot": "tpot", "evidence_e2e": "e2e"}
 
 
 class QueryRunner(Protocol):
     async def run_queries(self, names: Sequence[str], at: float, deadline: float | None = None, *,
-                          health: bool = True) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]: ...
-
-
-def _value(sample: Mapping[str, Any]) -> float | None:
-    try:
-        value = float(sample["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
+                          health: bool = True) -> tuple[dict[str, list[Sample]], dict[str, str]]: ...
 
 
 class _Variant:
@@ -47,16 +39,16 @@ class _Builder:
         self.config = config
         self.found: dict[VariantId, _Variant] = {}
 
-    def _rows(self, samples: Sequence[Mapping[str, Any]]) -> list[tuple[VariantId, Mapping[str, str], float]]:
+    def _rows(self, samples: Sequence[Sample]) -> list[tuple[VariantId, Mapping[str, str], float]]:
         out = []
         for s in samples:
-            labels = s.get("metric", {})
+            labels = s.metric
             ns, variant = labels.get(self.config.namespace_label, ""), labels.get(self.config.variant_label, "")
-            if ns and variant and (v := _value(s)) is not None:
+            if ns and variant and (v := s.number) is not None:
                 out.append((VariantId(ns, variant), labels, v))
         return out
 
-    def add(self, name: str, samples: Sequence[Mapping[str, Any]]) -> None:
+    def add(self, name: str, samples: Sequence[Sample]) -> None:
         found = self.found
         for vid, labels, v in self._rows(samples):
             f = found.setdefault(vid, _Variant())
@@ -84,7 +76,7 @@ class _Builder:
         return out
 
 
-def parse_evidence(config: Config, results: Mapping[str, list[dict[str, Any]]]) -> dict[VariantId, VariantEvidence]:
+def parse_evidence(config: Config, results: Mapping[str, list[Sample]]) -> dict[VariantId, VariantEvidence]:
     """Query answers → evidence per variant. NaN/Inf/negative samples are dropped: a histogram that loses a
     bucket that way is then refused by `LatencyHistogram.from_buckets` for that pod alone."""
     builder = _Builder(config)

@@ -15,7 +15,6 @@ fleet.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +28,7 @@ from optimizer.estimate import LengthFacts
 from optimizer.ids import VariantId
 from scaler import logs
 from scaler.config import Config
+from scaler.vector import QueryFailed, Sample, decode
 
 log = logs.get("gpumix.prometheus")
 
@@ -127,15 +127,7 @@ class StateLog:
         return True
 
 
-Samples = list[dict[str, Any]]
-
-
-class QueryFailed(Exception):
-    """A query that got no usable answer: `kind` is what the counters and logs call it."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
+Samples = list[Sample]
 
 
 def _classify(exc: BaseException) -> str:
@@ -153,87 +145,6 @@ def _describe(exc: BaseException, deadline: float) -> str:
         return f"no complete answer within {deadline:.3g} s (prometheus_timeout, total time per query and cycle)"
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, QueryFailed) else f"{type(exc).__name__}: {text}"
-
-
-def _finite_value(sample: Mapping[str, Any]) -> float | None:
-    try:
-        value = float(sample["value"][1])
-    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
-def _vector(status: int, body: bytes) -> list[dict[str, Any]]:
-    """The samples of an instant-vector answer, or QueryFailed saying what is wrong with the answer. Values
-    are left to `_finite_value` (a bad value is one invalid sample); a wrong shape fails the whole query."""
-
-    def bad(problem: str) -> QueryFailed:
-        return QueryFailed("bad_response", f"HTTP {status}: {problem}")
-
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        doc = None
-        if status == 200:
-            raise bad(f"not JSON ({_snippet(body)})") from None
-    if status >= 300:
-        error = doc.get("error") if isinstance(doc, dict) else None
-        detail = str(error)[:300] if error else _snippet(body)
-        kind = "http_5xx" if status >= 500 else "http_4xx" if status >= 400 else "bad_response"
-        raise QueryFailed(kind, f"HTTP {status}: {detail}")
-    if not isinstance(doc, dict):
-        raise bad(f"expected a JSON object, got {type(doc).__name__}")
-    if doc.get("status") != "success":
-        raise bad(f"status {doc.get('status')!r}: {str(doc.get('error', ''))[:300]}")
-    data = doc.get("data")
-    if not isinstance(data, dict):
-        raise bad("no 'data' object")
-    if data.get("resultType") != "vector":
-        raise bad(f"resultType {data.get('resultType')!r}, expected 'vector' (an instant vector query)")
-    result = data.get("result")
-    if not isinstance(result, list):
-        raise bad(f"data.result must be a list, got {type(result).__name__}")
-    if not _well_formed(result):
-        for i, sample in enumerate(result):  # say which sample is wrong, and how
-            if not isinstance(sample, dict):
-                raise bad(f"result[{i}] must be an object, got {type(sample).__name__}")
-            labels = sample.get("metric")
-            if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-                raise bad(f"result[{i}].metric must be an object of string labels")
-            value = sample.get("value")
-            if not isinstance(value, list) or len(value) != 2:
-                raise bad(f"result[{i}].value must be [time, \"value\"], got {_snippet(repr(value).encode())}")
-            if "le" in labels:
-                try:
-                    float(labels["le"])
-                except ValueError:
-                    raise bad(f"result[{i}].metric.le is not a number: {labels['le'][:40]!r}") from None
-    return result
-
-
-def _well_formed(result: list[Any]) -> bool:
-    """Every sample has the instant-vector shape: the check of `_vector`, in one tight pass (at 1,000 models
-    a cycle's answers hold ~50,000 samples). False sends `_vector` through the slow pass that names the first
-    offending sample."""
-    try:
-        for sample in result:
-            labels, value = sample["metric"], sample["value"]
-            if type(labels) is not dict or type(value) is not list or len(value) != 2:
-                return False
-            for v in labels.values():
-                if type(v) is not str:
-                    return False
-            le = labels.get("le")
-            if le is not None:
-                float(le)
-    except (KeyError, TypeError, ValueError):
-        return False
-    return True
-
-
-def _snippet(body: bytes) -> str:
-    text = body[:120].decode("utf-8", "replace")
-    return repr(text) + (f" ... {len(body)} bytes" if len(body) > 120 else "")
 
 
 class Observer:
@@ -259,13 +170,13 @@ class Observer:
         # TLS certificates are not verified, as with prometheus-api-client's disable_ssl before.
         async with session.get(self.url, params=params, ssl=False) as resp:
             body = await resp.read()
-            return _vector(resp.status, body)
+            return decode(resp.status, body)
 
     async def _batch(self, names: Sequence[str], at: float, deadline: float) -> list[Samples | BaseException]:
         loop = asyncio.get_running_loop()
         until = loop.time() + deadline
 
-        async def one(session: aiohttp.ClientSession, name: str) -> list[dict[str, Any]]:
+        async def one(session: aiohttp.ClientSession, name: str) -> Samples:
             async with asyncio.timeout_at(until):
                 return await self._query(session, name, at, deadline)
 
@@ -275,7 +186,7 @@ class Observer:
 
     async def run_queries(
         self, names: Sequence[str], at: float, deadline: float | None = None, *, health: bool = True
-    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+    ) -> tuple[dict[str, Samples], dict[str, str]]:
         """Answers and error kinds by query name, within `deadline` (default prometheus_timeout) in total.
         A whole batch failing is one outage: one line when it starts, one when the answers come back.
 
@@ -284,7 +195,7 @@ class Observer:
         cycle saw). Its failures are reported per query instead."""
         deadline = self.deadline if deadline is None else deadline
         answers = await self._batch(names, at, deadline)
-        results: dict[str, list[dict[str, Any]]] = {}
+        results: dict[str, Samples] = {}
         errors: dict[str, str] = {}
         failures: dict[str, BaseException] = {}
         for name, answer in zip(names, answers, strict=True):
@@ -347,8 +258,8 @@ class Observer:
         out: dict[ModelKey, float] = {}
         c = self.config
         for sample in answer:
-            labels = sample.get("metric", {})
-            value = _finite_value(sample)
+            labels = sample.metric
+            value = sample.number
             if value is None:
                 continue
             key = (labels.get(c.namespace_label, ""), labels.get(c.model_label, ""))
@@ -358,7 +269,7 @@ class Observer:
 
 def parse_results(
     config: Config,
-    results: Mapping[str, list[dict[str, Any]]],
+    results: Mapping[str, Samples],
     errors: Mapping[str, str],
     at: float,
     on_error: Callable[[str], None] = lambda kind: None,
@@ -378,14 +289,11 @@ def parse_results(
         return found
 
     def samples(name: str) -> list[tuple[Mapping[str, str], float]]:
-        out = []
+        out: list[tuple[Mapping[str, str], float]] = []
         for sample in results.get(name, ()):
-            labels = sample.get("metric", {})
-            try:
-                value = float(sample["value"][1])
-            except (KeyError, IndexError, TypeError, ValueError, OverflowError):
-                value = math.nan
-            if not 0.0 <= value < math.inf:  # NaN, ±Inf and negative values are invalid samples
+            labels = sample.metric
+            value = sample.number
+            if value is None:  # NaN, ±Inf and negative values are invalid samples
                 obs.invalid_samples += 1
                 on_error("invalid_sample")
                 if variant_label in labels and model_label in labels:

@@ -33,8 +33,8 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from scaler import vector
 from scaler.config import Config
 from scaler.prometheus import CYCLE_QUERIES, Observation, parse_results
 
@@ -139,14 +139,14 @@ def extrapolated_rate(points: Sequence[tuple[float, float]], t: float, range_s: 
     return result * factor
 
 
-def _group(rows: Iterable[tuple[Labels, float]], by: Sequence[str], how: str) -> list[dict[str, Any]]:
+def _group(rows: Iterable[tuple[Labels, float]], by: Sequence[str], how: str) -> list[vector.Sample]:
     groups: dict[tuple[tuple[str, str], ...], list[float]] = defaultdict(list)
     for labels, v in rows:
         d = dict(labels)
         groups[tuple((k, d[k]) for k in by if k in d)].append(v)
     agg: dict[str, Callable[[list[float]], float]] = {
         "sum": math.fsum, "max": max, "min": min, "avg": lambda xs: math.fsum(xs) / len(xs)}
-    return [{"metric": dict(k), "value": [0.0, repr(agg[how](vs))]} for k, vs in groups.items()]
+    return [vector.Sample(dict(k), (0.0, repr(agg[how](vs)))) for k, vs in groups.items()]
 
 
 class SimPrometheus:
@@ -170,7 +170,7 @@ class SimPrometheus:
                 rows.append((labels, r))
         return rows
 
-    def _evidence(self, name: str, t: float) -> list[dict[str, Any]]:
+    def _evidence(self, name: str, t: float) -> list[vector.Sample]:
         """The calibration's evidence queries (scaler/config.py, `evidence_*`)."""
         w = self.config.calibration_window_s
         pod = (*self.mv, "pod")
@@ -181,11 +181,11 @@ class SimPrometheus:
         if name == "evidence_completed":
             return _group(self._rate("vllm:request_success_total", t, is_rate=False, range_s=w), pod, "sum")
         if name in latency:
-            answer: list[dict[str, Any]] = []
+            answer: list[vector.Sample] = []
             for metric in latency[name]:  # `a or b`: b only for label sets a lacks
-                have = {tuple(sorted(r["metric"].items())) for r in answer}
+                have = {tuple(sorted(r.metric.items())) for r in answer}
                 answer += [r for r in _group(self._rate(metric, t, is_rate=False, range_s=w), (*pod, "le"), "sum")
-                           if tuple(sorted(r["metric"].items())) not in have]
+                           if tuple(sorted(r.metric.items())) not in have]
             return answer
         if name == "evidence_waiting_end":
             return _group(self._gauge("vllm:num_requests_waiting", t), self.mv, "sum")
@@ -208,7 +208,7 @@ class SimPrometheus:
     def _gauge(self, name: str, t: float) -> list[tuple[Labels, float]]:
         return [(labels, v) for labels, v, _ in self.tsdb.instant(name, t)]
 
-    def query(self, name: str, t: float) -> list[dict[str, Any]]:
+    def query(self, name: str, t: float) -> list[vector.Sample]:
         self.queries_sent += 1
         ok_success = "vllm:request_success_total"
         if name == "completions":
@@ -236,7 +236,7 @@ class SimPrometheus:
             return _group(rows, self.mv, "min")
         return []  # dashboards' extras (latency quantiles, DCGM): not read by the decision
 
-    def results(self, names: Iterable[str], t: float) -> dict[str, list[dict[str, Any]]]:
+    def results(self, names: Iterable[str], t: float) -> dict[str, list[vector.Sample]]:
         return {name: self.query(name, t) for name in names}
 
 
@@ -256,7 +256,7 @@ class SimObserver:
         return parse_results(self.config, self.prometheus.results(CYCLE_QUERIES, at), {}, at)
 
     async def run_queries(self, names: Sequence[str], at: float, deadline: float | None = None, *,
-                          health: bool = True) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+                          health: bool = True) -> tuple[dict[str, list[vector.Sample]], dict[str, str]]:
         return self.prometheus.results(names, at), {}
 
     async def waiting(self, at: float | None = None) -> dict[tuple[str, str], float] | None:

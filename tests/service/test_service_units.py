@@ -21,6 +21,7 @@ from scaler import keda, metric
 from scaler.config import Config, ConfigError, load
 from scaler.prometheus import CYCLE_QUERIES, Observer, parse_results
 from scaler.table import Published, Table, VariantView
+from scaler.vector import Sample
 from sim.services import PrometheusServer
 from tests.service.exporter import FleetExporter
 from tests.service.helpers import pb_grpc, ref
@@ -57,8 +58,8 @@ def test_config_precedence_file_env_flags(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- observation, demand
 
 
-def _sample(value: str, **labels: str) -> dict[str, object]:
-    return {"metric": labels, "value": [0, value]}
+def _sample(value: str, **labels: str) -> Sample:
+    return Sample(labels, (0.0, value))
 
 
 def test_parse_drops_nan_inf_negative_and_counts_them() -> None:
