@@ -220,9 +220,10 @@ def first_responder(variants: Sequence[VariantInput]) -> VariantId | None:
     best: tuple[float, VariantId] | None = None
     for v in variants:
         p = v.profile
-        if p is None or not (p.capacity > 0).any():
+        mean = None if p is None else p.mean_servable_capacity
+        if p is None or mean is None:
             continue
-        price = p.cost_per_hour / float(p.capacity[p.capacity > 0].mean())
+        price = p.cost_per_hour / mean
         if best is None or price < best[0]:
             best = (price, v.id)
     return None if best is None else best[1]

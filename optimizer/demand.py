@@ -7,6 +7,7 @@ are: a request belongs to the first tick at or above its length.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -131,34 +132,47 @@ def histogram_shares(cumulative: Sequence[tuple[float, float]], ticks: Sequence[
     histogram gives all-zero shares (the caller decides what no data means)."""
     bins = sorted((float(le), float(c)) for le, c in cumulative)
     shares = np.zeros(len(ticks))
-    spans: list[tuple[float, float, float]] = []  # (bin's lower edge, upper edge, requests in it), finite
-    prev_le, prev_count = 0.0, 0.0
+    edges: list[float] = []  # the finite upper edges, in order; bin i spans (edges[i-1] or 0, edges[i]]
+    masses: list[float] = []  # requests in bin i (0 where the counts do not rise)
+    prev_count = 0.0
     for le, count in bins:
         mass = count - prev_count
         if not math.isfinite(count) or mass <= 0:
-            prev_le, prev_count = le, max(prev_count, count if math.isfinite(count) else prev_count)
-            continue
+            prev_count, mass = max(prev_count, count if math.isfinite(count) else prev_count), 0.0
+        else:
+            prev_count = count
         if not math.isfinite(le):
             shares[-1] += mass
         else:
-            spans.append((prev_le, le, mass))
-        prev_le, prev_count = le, count
-    if spans:
-        # every bin against every bucket at once: at 1,000 models this runs 2,000 times a cycle
-        lo_b, hi_b, mass_b = (np.array(x)[:, None] for x in zip(*spans, strict=True))
-        hi = np.asarray(ticks, dtype=np.float64)
-        lo = np.concatenate(([0.0], hi[:-1]))
-        overlap = np.maximum(0.0, np.minimum(hi, hi_b) - np.maximum(lo, lo_b))
-        overlap[:, -1] += np.maximum(0.0, hi_b[:, 0] - np.maximum(hi[-1], lo_b[:, 0]))
-        width = hi_b - lo_b
-        wide = width[:, 0] > 0
-        shares += (mass_b[wide] * overlap[wide] / width[wide]).sum(axis=0)
-        # a zero-width bin is a point: its requests go to the bucket holding it (past the last tick: the last)
-        for le, mass in zip(hi_b[~wide, 0], mass_b[~wide, 0], strict=True):
-            if le > 0:
-                shares[min(int(np.searchsorted(hi, le, side="left")), len(ticks) - 1)] += mass
+            edges.append(le)
+            masses.append(mass)
+    if any(masses):
+        shares += np.asarray(masses) @ _bin_weights(tuple(edges), tuple(ticks))
     total = shares.sum()
     return shares / total if total > 0 else shares
+
+
+@functools.lru_cache(maxsize=256)
+def _bin_weights(edges: tuple[float, ...], ticks: tuple[int, ...]) -> FloatArray:
+    """[bin, tick]: the share of bin i's requests that falls in grid bucket j. Every vLLM server has the same
+    bucket edges and a model's grid changes rarely, so at 1,000 models the 2,000 histograms a cycle share a
+    handful of these matrices."""
+    hi = np.asarray(ticks, dtype=np.float64)
+    lo = np.concatenate(([0.0], hi[:-1]))
+    hi_b = np.asarray(edges, dtype=np.float64)[:, None]
+    lo_b = np.concatenate(([0.0], hi_b[:-1, 0]))[:, None]
+    overlap = np.maximum(0.0, np.minimum(hi, hi_b) - np.maximum(lo, lo_b))
+    overlap[:, -1] += np.maximum(0.0, hi_b[:, 0] - np.maximum(hi[-1], lo_b[:, 0]))
+    width = hi_b - lo_b
+    wide = width[:, 0] > 0
+    weights = np.zeros((len(edges), len(ticks)))
+    weights[wide] = overlap[wide] / width[wide]
+    # a zero-width bin is a point: its requests go to the bucket holding it (past the last tick: the last)
+    for i in np.flatnonzero(~wide):
+        if edges[i] > 0:
+            weights[i, min(int(np.searchsorted(hi, edges[i], side="left")), len(ticks) - 1)] = 1.0
+    weights.setflags(write=False)
+    return weights
 
 
 def from_histograms(

@@ -11,6 +11,7 @@ small `load_*` conveniences, which only read text and say which file was bad.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -189,6 +190,13 @@ class Profile:
 
     def with_capacity(self, grid: Grid, capacity: FloatArray) -> Profile:
         return replace(self, grid=grid, capacity=capacity)
+
+    @functools.cached_property
+    def mean_servable_capacity(self) -> float | None:
+        """Mean req/s per replica over the cells it can serve (None: it serves none). Asked of every variant
+        every cycle; a profile's capacity never changes after it is built (a corrected one is a new profile)."""
+        servable = self.capacity[self.capacity > 0]
+        return float(servable.mean()) if servable.size else None
 
 
 def _aibrix_percentile(p: str) -> int | str:
