@@ -145,17 +145,15 @@ class DirectoryProfiles:
         by_key: dict[tuple[str | None, str], Profile] = {}
         invalid: dict[str, ProfileError] = {}
         try:
-            files = sorted(self.path.rglob("*.json"))
-            if not self.path.is_dir():
-                raise NotADirectoryError(f"{self.path} is not a directory")
+            files = _json_files(self.path)
         except OSError as exc:
             self.state.report(f"profiles:{self.path}", "unreadable", error=str(exc))
             return self._last
         self.state.report(f"profiles:{self.path}", "ok")
         # Keyed by the path's text and stat'ed through os: at 4,000 files a cycle, pathlib's per-call overhead
         # (hashing, str) was most of the scan.
-        for file in files:
-            name = str(file)
+        for name in files:
+            file = Path(name)
             try:
                 mtime = os.stat(name).st_mtime
             except OSError:  # removed between listing and reading
@@ -175,6 +173,19 @@ class DirectoryProfiles:
                 self.state.report(f"profile:{name}", "ok")
         self._last = (by_key, invalid)
         return by_key, invalid
+
+
+def _json_files(root: Path) -> list[str]:
+    """Every *.json under `root`, recursively, as `Path.rglob` finds them (dotfiles included, symlinked
+    directories not entered) and in `sorted(Path)`'s order (by path components), as strings: at 4,000
+    profiles rglob's Path objects and their sorting were two thirds of a scan (62 of 95 ms)."""
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a directory")
+    os.listdir(root)  # the root unreadable is the directory unreadable (its last listing stands) ...
+    # ... while a subdirectory that cannot be listed is skipped, as rglob skips it (a volume's root-only
+    # lost+found must not freeze every profile at its last listing)
+    found = [os.path.join(d, f) for d, dirs, names in os.walk(root) for f in [*names, *dirs] if f.endswith(".json")]
+    return sorted(found, key=lambda name: name.split(os.sep))
 
 
 class ProfileStore:

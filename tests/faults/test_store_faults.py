@@ -266,3 +266,29 @@ async def test_state_key_of_the_wrong_type_does_not_block_planning(plain: Any, r
         assert "WRONGTYPE" in logs[0]["error"] and plain.get(STATE_KEY) == b"not a hash"
     finally:
         await client.aclose()
+
+
+# A profile directory's listing: the files `Path.rglob("*.json")` finds, in `sorted(Path)`'s order (which of two
+# files naming one variant wins depends on it). (case, files to create, symlinks name -> target)
+LISTINGS: list[tuple[str, list[str], dict[str, str]]] = [
+    ("flat", ["b.json", "a.json", "c.txt"], {}),
+    ("components sort before characters", ["a/b.json", "a-b/c.json", "a.json"], {}),
+    ("dotfiles and ConfigMap-style dirs", [".hidden.json", "..2026_12_03/x.json", "x.json"],
+     {"..data": "..2026_12_03"}),
+    ("a symlinked directory is not entered", ["real/p.json"], {"link": "real"}),
+    ("a directory named *.json is listed, as rglob lists it", ["dir.json/inner.json", "z.json"], {}),
+    ("empty", [], {}),
+]
+
+
+@pytest.mark.parametrize(("case", "files", "links"), LISTINGS, ids=[c for c, _, _ in LISTINGS])
+def test_profile_directory_lists_what_rglob_lists(tmp_path: Path, case: str, files: list[str],
+                                                  links: dict[str, str]) -> None:
+    from scaler.store import _json_files
+
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("{}")
+    for name, target in links.items():
+        (tmp_path / name).symlink_to(tmp_path / target, target_is_directory=True)
+    assert _json_files(tmp_path) == [str(p) for p in sorted(tmp_path.rglob("*.json"))]
