@@ -185,6 +185,9 @@ def measure(models: int, cycles: int, workdir: Path, profile: bool, recorded: bo
     # recording rules when `recorded`.
     # prometheus_timeout 30 s instead of 5: at 4,000 pods the bench's Prometheus, on a shared core, needs more
     # than 5 s for a cycle's batch; the `query` stage shows how long, the other stages are the service's own.
+    from scaler.commands.serve import tune_collector
+
+    tune_collector()  # the process settings `gpumix serve` runs its cycles with
     config = Config(prometheus=prom.url, profiles=str(profiles), scrape_interval=SCRAPE_S, queries=queries,
                     prometheus_timeout=30.0, calibration=calibration)
     assert config.rate_window == "1m"
