@@ -220,8 +220,7 @@ def first_responder(variants: Sequence[VariantInput]) -> VariantId | None:
     best: tuple[float, VariantId] | None = None
     for v in variants:
         p = v.profile
-        mean = None if p is None else p.mean_servable_capacity
-        if p is None or mean is None:
+        if p is None or (mean := p.mean_servable_capacity) is None:
             continue
         price = p.cost_per_hour / mean
         if best is None or price < best[0]:

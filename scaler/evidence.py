@@ -13,14 +13,14 @@ from typing import Protocol
 from optimizer.calibrate import PodEvidence, VariantEvidence
 from optimizer.ids import VariantId
 from scaler.config import EVIDENCE_QUERIES, Config
-from scaler.vector import Sample
+from scaler.vector import Sample, Samples
 
 LATENCY = {"evidence_ttft": "ttft", "evidence_tpot": "tpot", "evidence_e2e": "e2e"}
 
 
 class QueryRunner(Protocol):
     async def run_queries(self, names: Sequence[str], at: float, deadline: float | None = None, *,
-                          health: bool = True) -> tuple[dict[str, list[Sample]], dict[str, str]]: ...
+                          health: bool = True) -> tuple[dict[str, Samples], dict[str, str]]: ...
 
 
 class _Variant:
@@ -40,7 +40,7 @@ class _Builder:
         self.found: dict[VariantId, _Variant] = {}
 
     def _rows(self, samples: Sequence[Sample]) -> list[tuple[VariantId, Mapping[str, str], float]]:
-        out = []
+        out: list[tuple[VariantId, Mapping[str, str], float]] = []
         for s in samples:
             labels = s.metric
             ns, variant = labels.get(self.config.namespace_label, ""), labels.get(self.config.variant_label, "")
@@ -76,7 +76,7 @@ class _Builder:
         return out
 
 
-def parse_evidence(config: Config, results: Mapping[str, list[Sample]]) -> dict[VariantId, VariantEvidence]:
+def parse_evidence(config: Config, results: Mapping[str, Samples]) -> dict[VariantId, VariantEvidence]:
     """Query answers → evidence per variant. NaN/Inf/negative samples are dropped: a histogram that loses a
     bucket that way is then refused by `LatencyHistogram.from_buckets` for that pod alone."""
     builder = _Builder(config)

@@ -28,7 +28,7 @@ from optimizer.estimate import LengthFacts
 from optimizer.ids import VariantId
 from scaler import logs
 from scaler.config import Config
-from scaler.vector import QueryFailed, Sample, decode
+from scaler.vector import QueryFailed, Samples, decode
 
 log = logs.get("gpumix.prometheus")
 
@@ -125,9 +125,6 @@ class StateLog:
         else:
             getattr(log, level)("observation_problem", what=key, state=state, **kw)
         return True
-
-
-Samples = list[Sample]
 
 
 def _classify(exc: BaseException) -> str:

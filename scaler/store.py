@@ -153,17 +153,16 @@ class DirectoryProfiles:
         # Keyed by the path's text and stat'ed through os: at 4,000 files a cycle, pathlib's per-call overhead
         # (hashing, str) was most of the scan.
         for name in files:
-            file = Path(name)
             try:
                 mtime = os.stat(name).st_mtime
             except OSError:  # removed between listing and reading
                 continue
             cached = self._cache.get(name)
             if cached is None or cached[0] != mtime:
-                cached = self._cache[name] = (mtime, *self._parse(file))
+                cached = self._cache[name] = (mtime, *self._parse(Path(name)))
             _, parsed, model = cached
             if isinstance(parsed, ProfileError):
-                invalid[file.stem] = parsed
+                invalid[Path(name).stem] = parsed
                 if name in self._provided:
                     invalid.setdefault(self._provided[name], parsed)
                 self.state.report(f"profile:{name}", "invalid", problems=parsed.problems)
@@ -181,10 +180,16 @@ def _json_files(root: Path) -> list[str]:
     profiles rglob's Path objects and their sorting were two thirds of a scan (62 of 95 ms)."""
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a directory")
-    os.listdir(root)  # the root unreadable is the directory unreadable (its last listing stands) ...
-    # ... while a subdirectory that cannot be listed is skipped, as rglob skips it (a volume's root-only
-    # lost+found must not freeze every profile at its last listing)
-    found = [os.path.join(d, f) for d, dirs, names in os.walk(root) for f in [*names, *dirs] if f.endswith(".json")]
+
+    def unlistable(exc: OSError) -> None:
+        # The root unreadable is the directory unreadable (its last listing stands); a subdirectory that
+        # cannot be listed is skipped, as rglob skips it (a volume's root-only lost+found must not freeze
+        # every profile at its last listing).
+        if exc.filename == str(root):
+            raise exc
+
+    found = [os.path.join(d, f) for d, dirs, names in os.walk(root, onerror=unlistable)
+             for f in [*names, *dirs] if f.endswith(".json")]
     return sorted(found, key=lambda name: name.split(os.sep))
 
 

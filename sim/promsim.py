@@ -139,7 +139,7 @@ def extrapolated_rate(points: Sequence[tuple[float, float]], t: float, range_s: 
     return result * factor
 
 
-def _group(rows: Iterable[tuple[Labels, float]], by: Sequence[str], how: str) -> list[vector.Sample]:
+def _group(rows: Iterable[tuple[Labels, float]], by: Sequence[str], how: str) -> vector.Samples:
     groups: dict[tuple[tuple[str, str], ...], list[float]] = defaultdict(list)
     for labels, v in rows:
         d = dict(labels)
@@ -170,7 +170,7 @@ class SimPrometheus:
                 rows.append((labels, r))
         return rows
 
-    def _evidence(self, name: str, t: float) -> list[vector.Sample]:
+    def _evidence(self, name: str, t: float) -> vector.Samples:
         """The calibration's evidence queries (scaler/config.py, `evidence_*`)."""
         w = self.config.calibration_window_s
         pod = (*self.mv, "pod")
@@ -181,7 +181,7 @@ class SimPrometheus:
         if name == "evidence_completed":
             return _group(self._rate("vllm:request_success_total", t, is_rate=False, range_s=w), pod, "sum")
         if name in latency:
-            answer: list[vector.Sample] = []
+            answer: vector.Samples = []
             for metric in latency[name]:  # `a or b`: b only for label sets a lacks
                 have = {tuple(sorted(r.metric.items())) for r in answer}
                 answer += [r for r in _group(self._rate(metric, t, is_rate=False, range_s=w), (*pod, "le"), "sum")
@@ -208,7 +208,7 @@ class SimPrometheus:
     def _gauge(self, name: str, t: float) -> list[tuple[Labels, float]]:
         return [(labels, v) for labels, v, _ in self.tsdb.instant(name, t)]
 
-    def query(self, name: str, t: float) -> list[vector.Sample]:
+    def query(self, name: str, t: float) -> vector.Samples:
         self.queries_sent += 1
         ok_success = "vllm:request_success_total"
         if name == "completions":
@@ -236,7 +236,7 @@ class SimPrometheus:
             return _group(rows, self.mv, "min")
         return []  # dashboards' extras (latency quantiles, DCGM): not read by the decision
 
-    def results(self, names: Iterable[str], t: float) -> dict[str, list[vector.Sample]]:
+    def results(self, names: Iterable[str], t: float) -> dict[str, vector.Samples]:
         return {name: self.query(name, t) for name in names}
 
 
@@ -256,7 +256,7 @@ class SimObserver:
         return parse_results(self.config, self.prometheus.results(CYCLE_QUERIES, at), {}, at)
 
     async def run_queries(self, names: Sequence[str], at: float, deadline: float | None = None, *,
-                          health: bool = True) -> tuple[dict[str, list[vector.Sample]], dict[str, str]]:
+                          health: bool = True) -> tuple[dict[str, vector.Samples], dict[str, str]]:
         return self.prometheus.results(names, at), {}
 
     async def waiting(self, at: float | None = None) -> dict[tuple[str, str], float] | None:
