@@ -15,7 +15,6 @@ fleet.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -155,8 +154,12 @@ class Observer:
         self.url = (config.prometheus or "").rstrip("/") + "/api/v1/query"
         self.deadline = config.prometheus_timeout
         self.fast_deadline = min(config.prometheus_timeout, max(1.0, config.fast_interval))
-        self._fast_failures = 0
-        self._fast_patience = math.ceil((config.interval + config.prometheus_timeout) / config.fast_interval) + 1
+        # The fast path speaks of a problem only once a cycle batch begun after its failures started got
+        # answers: counted in batches, not in fast-path attempts, because a cycle on a loaded machine can
+        # outlast any fixed number of attempts, and an outage is the cycle's to report.
+        self._cycle_batches = 0
+        self._cycle_answered = 0  # the number of the latest cycle batch that got an answer
+        self._fast_failing_after: int | None = None
         self.state = StateLog()
         self.queries_sent = 0
         self.on_error = on_error or (lambda kind: None)
@@ -191,6 +194,9 @@ class Observer:
         a time: one slow or rejected query is not an outage, and its answer is no recovery from one the
         cycle saw). Its failures are reported per query instead."""
         deadline = self.deadline if deadline is None else deadline
+        if health:
+            self._cycle_batches += 1
+            batch = self._cycle_batches
         answers = await self._batch(names, at, deadline)
         results: dict[str, Samples] = {}
         errors: dict[str, str] = {}
@@ -214,6 +220,7 @@ class Observer:
                               error=_describe(failures[first], deadline), url=self.url)
             return results, errors
         else:
+            self._cycle_answered = max(self._cycle_answered, batch)
             self.state.report("prometheus", "ok")
             # Some queries failing (bad PromQL, one slow query, a partial outage): one line for the set of
             # failing queries while it stays the same, not one per query.
@@ -244,13 +251,14 @@ class Observer:
         if isinstance(answer, BaseException):
             kind = _classify(answer)
             self.on_error(kind)
-            self._fast_failures += 1
+            if self._fast_failing_after is None:
+                self._fast_failing_after = self._cycle_batches
             # An outage is the cycle's to report (one line); the fast path speaks only of a problem of its
             # own: one that outlasts a whole cycle while the cycle's queries work.
-            if self._fast_failures > self._fast_patience and self.state.current("prometheus") != "down":
+            if self._cycle_answered > self._fast_failing_after and self.state.current("prometheus") != "down":
                 self.state.report("fast_path", kind, error=_describe(answer, self.fast_deadline)[:300])
             return None
-        self._fast_failures = 0
+        self._fast_failing_after = None
         self.state.report("fast_path", "ok")
         out: dict[ModelKey, float] = {}
         c = self.config

@@ -121,6 +121,12 @@ MUTATIONS = (
     Mutation("one evidence query failing is not an outage", "scaler/evidence.py",
              "0.0), health=False)", "0.0))",
              ("tests/faults/test_prometheus_faults.py", "-k", "one_failing_evidence")),
+    Mutation("the fast path leaves an outage to the cycle", "scaler/prometheus.py",
+             "            if self._cycle_answered > self._fast_failing_after and", "            if True and",
+             ("tests/faults/test_prometheus_faults.py", "-k", "fast_path_speaks")),
+    Mutation("a fast-path failure outlasting a cycle is said", "scaler/prometheus.py",
+             "            if self._cycle_answered > self._fast_failing_after and", "            if False and",
+             ("tests/faults/test_prometheus_faults.py", "-k", "fast_path_speaks")),
     Mutation("NaN, Inf and negative samples are invalid, not demand", "scaler/vector.py",
              "        return v if 0.0 <= v < math.inf else None", "        return v",
              ("tests/service/test_vector.py", "tests/service/test_service_units.py")),
@@ -153,7 +159,11 @@ def run(mutation: Mutation, tree: Path) -> tuple[bool, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="write the score into BENCHMARKS.md")
+    parser.add_argument("--only", metavar="WORDS", help="run only the mutations whose rule contains WORDS")
     args = parser.parse_args()
+    mutations = [m for m in MUTATIONS if args.only is None or args.only in m.rule]
+    if args.only is not None and args.write:
+        parser.error("--write records the whole score: not with --only")
     with tempfile.TemporaryDirectory(prefix="gpumix-mutation-") as tmp:
         tree = Path(tmp)
         for name in ("optimizer", "scaler", "sim", "tests", "proto", "data", "examples", "pyproject.toml"):
@@ -168,10 +178,10 @@ def main() -> int:
             print(baseline.stdout[-3000:])
             raise SystemExit("mutation: the unmutated tests fail in the copy; fix them first")
         rows = []
-        for i, m in enumerate(MUTATIONS, 1):
+        for i, m in enumerate(mutations, 1):
             killed, seconds = run(m, tree)
             rows.append((m, killed))
-            print(f"[{i:2}/{len(MUTATIONS)}] {'killed ' if killed else 'SURVIVED'} {m.rule} ({seconds:.0f} s)",
+            print(f"[{i:2}/{len(mutations)}] {'killed ' if killed else 'SURVIVED'} {m.rule} ({seconds:.0f} s)",
                   flush=True)
     survived = [m.rule for m, killed in rows if not killed]
     score = f"{len(rows) - len(survived)}/{len(rows)}"

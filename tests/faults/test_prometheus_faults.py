@@ -183,6 +183,52 @@ async def test_fast_path_does_not_wait_behind_a_slow_cycle(fleet: FaultProxy) ->
     assert set(obs.errors.values()) == {"timeout"} and "waiting" not in obs.errors
 
 
+# (case, which queries fail, steps: "F" a fast-path attempt, "C" a cycle, "(" a cycle begun and left in
+# flight, ")" that cycle awaited; how many fast_path warning lines)
+FAST_PATH_VOICE: list[tuple[str, Fault, str, int]] = [
+    ("outage: more fast attempts than a cycle's worth before the cycle reports", Fault("status", status=503),
+     "FFFFFFFFFFCFF", 0),
+    ("fast query alone failing, no cycle since", Fault("status", status=503, match=WAITING_QUERY), "FFFFFFFFFF", 0),
+    ("fast query alone failing across an answered cycle", Fault("status", status=503, match=WAITING_QUERY),
+     "FCF", 1),
+    ("a cycle begun before the failures does not count", Fault("status", status=503, match=WAITING_QUERY),
+     "(F)F", 0),
+    ("a success in between starts the count again", Fault("status", status=503, match=WAITING_QUERY),
+     "FCsF", 0),
+]
+
+
+@pytest.mark.parametrize(("case", "proxy_fault", "steps", "lines"), FAST_PATH_VOICE,
+                         ids=[r[0] for r in FAST_PATH_VOICE])
+async def test_the_fast_path_speaks_only_of_its_own_problem(fleet: FaultProxy, case: str, proxy_fault: Fault,
+                                                           steps: str, lines: int) -> None:
+    """An outage is one line, the cycle's; the fast path warns only when its query keeps failing after a
+    cycle begun since its failures started got answers. Counted in cycles, not attempts: on a loaded machine
+    a cycle can outlast any number of fast attempts ("s": the fault lifted for one fast attempt)."""
+    observer = _observer(fleet)
+    await _wait_for_data(observer)
+    fleet.set(proxy_fault)
+    in_flight: asyncio.Task[Any] | None = None
+    with structlog.testing.capture_logs() as logs:
+        for step in steps:
+            if step == "F":
+                assert await observer.waiting() is None
+            elif step == "s":
+                fleet.set(None)
+                assert await observer.waiting() is not None
+                fleet.set(proxy_fault)
+            elif step == "C":
+                await observer.observe()
+            elif step == "(":
+                in_flight = asyncio.create_task(observer.observe())
+                await asyncio.sleep(0)  # the batch has begun
+            else:
+                assert in_flight is not None
+                await in_flight
+    fast = [e for e in logs if e["event"] == "observation_problem" and e.get("what") == "fast_path"]
+    assert len(fast) == lines, fast
+
+
 async def test_the_cycle_does_not_wait_behind_slow_calibration_evidence(fleet: FaultProxy, tmp_path: Path) -> None:
     """The evidence's queries (the heaviest gpumix sends) run on their own task: a cycle started while they
     trickle completes at once; evidence that failed leaves nothing to learn from, and evidence that arrived
