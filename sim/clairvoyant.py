@@ -101,9 +101,11 @@ def _highs_gap(problem: cp.Problem, objective: float) -> float:
 
 def solve(spec: FleetSpec, trace: Trace, decision_s: float = DECISION_S, check_s: float = CYCLE_S,
           utilization: float = UTILIZATION, time_limit_s: float = TIME_LIMIT_S, mip_gap: float = MIP_GAP,
-          relax: bool = False, window_s: float = DEMAND_WINDOW_S) -> Schedule:
+          relax: bool = False, window_s: float = DEMAND_WINDOW_S, fewest: bool = False) -> Schedule:
     """Replica counts change every `decision_s`; the criterion is checked every `check_s` (a divisor), on
     the demand of the next `window_s` (a minute in the replay; the demo's compressed clock uses less).
+    `fewest`: minimise the most replicas alive at once instead of the cost (what a burst needs when no
+    fleet can reshape faster than a cold start; `make demo` measures its peak against it).
     `relax`: the LP relaxation (fractional replicas), a lower bound on every integer schedule of that
     decision interval; with decision_s = check_s it bounds every schedule the criterion admits at the
     replay's control interval."""
@@ -161,8 +163,16 @@ def solve(spec: FleetSpec, trace: Trace, decision_s: float = DECISION_S, check_s
         meet @ z + s == lam[pb[:, 0], pb[:, 1]],
         cap @ z <= utilization * x_flat,
     ]
-    penalty = UNSERVED_PENALTY * float(cost.max())
-    objective = cp.Minimize(cp.sum(cost @ y) + penalty * cp.sum(s))
+    if fewest:
+        # one replica more at the peak is worth less than any demand left unserved (a req/s takes about a
+        # replica), and than all the cost of the schedule: lexicographic, fewest first, then cheapest
+        peak = cp.Variable(nonneg=True)
+        constraints.append(cp.sum(y, axis=0) <= peak)
+        tie = 1.0 / (float(cost.sum() * hi.max()) * M + 1.0)
+        objective = cp.Minimize(peak + tie * cp.sum(cost @ y) + UNSERVED_PENALTY * cp.sum(s))
+    else:
+        penalty = UNSERVED_PENALTY * float(cost.max())
+        objective = cp.Minimize(cp.sum(cost @ y) + penalty * cp.sum(s))
     problem = cp.Problem(objective, constraints)
     solve_s = 0.0
     for attempt in range(1 if relax else ROUNDS):
@@ -193,7 +203,7 @@ def solve(spec: FleetSpec, trace: Trace, decision_s: float = DECISION_S, check_s
         ready=np.asarray(x.value, dtype=np.float64), cost=float(np.sum(cost @ replicas)),
         unserved=float(np.sum(s.value)) * check_s / 60.0 if D else 0.0, unservable_requests=unservable_requests,
         status=str(problem.status), gap=gap, solve_s=solve_s,
-        lower_bound=float(problem.value) * (1.0 - gap) if math.isfinite(gap) else float("nan"),
+        lower_bound=float(problem.value) * (1.0 - gap) if math.isfinite(gap) and not fewest else float("nan"),
     )
 
 

@@ -70,6 +70,24 @@ def test_clairvoyant_orders_one_cold_start_ahead(spec, cold_start, first_alive):
     assert schedule.gap <= 0.01 and schedule.unserved == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("rate", [3.0, 8.0])
+def test_fewest_replicas_schedule_uses_the_largest_replicas(spec, rate):
+    """`fewest`: the most replicas alive at once, minimised. One bucket of steady demand: the fewest is the
+    largest replica type alone, ceil(load / (u · its capacity)), which the cost-optimal schedule never beats."""
+    fleet = replace(spec, variants=tuple(replace(v, cold_start_s=60.0, min_replicas=0) for v in spec.variants))
+    trace = _step_trace(300.0, 900.0, rate)
+    least = solve(fleet, trace, time_limit_s=30, fewest=True)
+    cheapest = solve(fleet, trace, time_limit_s=30)
+    profiles = fleet.profiles()
+    full = demand_between(fleet.model, next(iter(profiles.values())).grid, trace, 400.0, 460.0)
+    bucket = np.unravel_index(int(np.argmax(full.rates)), full.rates.shape)
+    best = max(float(resample(p, full.grid).capacity[bucket]) for p in profiles.values())
+    expected = math.ceil(float(full.rates.sum()) / (UTILIZATION * best) - 1e-9)
+    assert int(least.replicas.sum(axis=0).max()) == expected
+    assert int(cheapest.replicas.sum(axis=0).max()) >= expected
+    assert least.unserved == pytest.approx(0.0, abs=1e-6) and math.isnan(least.lower_bound)
+
+
 def test_clairvoyant_replayed_meets_its_criterion_on_the_engine(spec):
     """Independent of the MILP's bookkeeping: the replicas the engine has ready at every cycle carry the
     next minute's demand at utilisation 0.8 by the profile."""
