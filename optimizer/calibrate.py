@@ -27,6 +27,11 @@ is a queueing cliff (flat, then vertical). β = 1/2 sits between, and both error
 - uprate slowly: only from windows loaded to at least `uprate_min_load` of the corrected capacity with the
   tail below `uprate_max_latency` of the limit, by at most `max_uprate` per cycle and never past k̂;
 - operator bounds [factor_min, factor_max] (default 0.25–2.0); freeze and reset.
+- a variant whose mix lies mostly (> MAX_UNSERVABLE_SHARE) where its profile claims nothing has no predicted
+  capacity, so no load; when it misses the SLO anyway, k moves to k × the share it served within the SLO. A
+  length-blind router (a Kubernetes Service, least-request) sends every variant every length, so such a
+  variant is worth less to the plan than its table says (replay, diurnal trace, profiles claiming 2×: the L4
+  was never judged; with the rule 91.9 → 94.0 % SLO at 0.99× the cost).
 
 Samples that would corrupt the estimate are not used:
 - replicas within `warmup_s` (+ the window) of becoming ready: their first passes run slow while they take
@@ -325,6 +330,7 @@ class VariantWindow:
     waiting_start: float = 0.0  # the variant's waiting requests at the window's start and end
     waiting_end: float = 0.0
     region_shares: Mapping[str, float] = field(default_factory=dict)  # request share per prompt region
+    unservable_share: float | None = None  # of the mix, in cells the RAW profile claims nothing for
 
 
 @dataclass(frozen=True)
@@ -383,16 +389,17 @@ def variant_window(key: str, evidence: VariantEvidence, profile: Profile,
         elif inside is not None and settings.interpolation == "bound":
             problems.append(f"{metric} limit {limit:g} s is inside bucket ({inside[0]:g}, {inside[1]:g}]: "
                             "requests there count as missed; a limit on a bucket bound is exact")
-    predicted, shares = None, {}
+    predicted, shares, outside = None, {}, None
     if evidence.prompt_histogram and evidence.generation_histogram:
         mix = from_histograms(profile.model, profile.grid, evidence.prompt_histogram,
                               evidence.generation_histogram, 1.0)
         predicted = predicted_capacity(profile, mix)
         shares = region_shares(profile, mix, settings)
+        outside = unservable_share(profile, mix)
     else:
         problems.append("no length histograms for this variant: the profile's capacity at its mix is unknown")
     return VariantWindow(key, evidence.window_s, tuple(replicas), predicted, profile.slo, evidence.waiting_start,
-                         evidence.waiting_end, shares), problems
+                         evidence.waiting_end, shares, outside), problems
 
 
 def served_histograms(evidence: Sequence[VariantEvidence]) -> dict[str, LatencyHistogram]:
@@ -448,6 +455,13 @@ def model_load(demand: Demand, fleet: Sequence[tuple[Profile, float]]) -> float 
 MAX_UNSERVABLE_SHARE = 0.5
 
 
+def unservable_share(profile: Profile, demand: Demand) -> float | None:
+    """The share of the mix in cells the profile claims nothing for; None for an empty mix."""
+    rates = demand.on(profile.grid).rates
+    total = float(rates.sum())
+    return float(rates[~(profile.capacity > 0)].sum()) / total if total > 0 else None
+
+
 def predicted_capacity(profile: Profile, demand: Demand) -> float | None:
     """Per-replica req/s the profile claims for this mix (harmonic: Σ s_b/μ_b is the busy time per
     request); None when the mix is empty or more than MAX_UNSERVABLE_SHARE of it falls where the profile
@@ -460,7 +474,7 @@ def predicted_capacity(profile: Profile, demand: Demand) -> float | None:
         return None
     servable = profile.capacity > 0
     shares = rates / total
-    if float(shares[~servable].sum()) > MAX_UNSERVABLE_SHARE:
+    if float(shares[~servable].sum()) > MAX_UNSERVABLE_SHARE:  # unservable_share, without a second pass
         return None
     shares = np.where(servable, shares, 0.0)
     shares /= float(shares.sum())
@@ -756,20 +770,32 @@ def judge(k: float, window: VariantWindow, settings: CalibrationSettings) -> Ver
         return skip(Outcome.SKIPPED_BAD_INPUT, "window_s must be > 0 and completions finite, ≥ 0")
     if not mature:
         return skip(Outcome.SKIPPED_WARMUP, f"{warming} replica(s) within warm-up" if warming else "no replicas")
-    if window.predicted_rps is None or window.predicted_rps <= 0:
-        return skip(Outcome.SKIPPED_NO_PREDICTION, "the profile claims no capacity for this mix")
-    rho = completions / window.window_s / len(mature) / window.predicted_rps
-    ev = replace(ev, load=rho)
     try:
         hists = {m: merged for m in ("ttft", "tpot", "e2e")
                  if (merged := _merge_all([r.histograms[m] for r in mature if m in r.histograms])) is not None}
     except CalibrationError as exc:
-        return skip(Outcome.SKIPPED_BAD_INPUT, str(exc), ev)
+        return skip(Outcome.SKIPPED_BAD_INPUT, str(exc))
     att = attainment(hists, window.slo, _quantile_level(window.slo), settings.interpolation)
     if att is not None:
         ev = replace(ev, latency_ratio=att.latency_ratio, attainment=att.attainment, requests=att.requests)
     budget = 1 - _quantile_level(window.slo)
     missed = att is not None and att.misses(budget, settings.significance)
+    if window.predicted_rps is None or window.predicted_rps <= 0:
+        outside = window.unservable_share
+        if missed and outside is not None and outside > MAX_UNSERVABLE_SHARE and \
+                completions >= settings.min_completions:
+            # A length-blind router (a Service, least-request) sends every variant every length: one that
+            # mostly gets what its profile cannot serve, and misses, is worth less to the plan than its
+            # table says; derating is the one lever that moves traffic off it. With no load to measure, what it
+            # is worth is the share it served within the SLO (at most halved per window, as every derate).
+            assert att is not None
+            new, bounded = _move(k, k * att.attainment, settings)
+            return Verdict(Outcome.DERATED, k, new, ev,
+                           f"missed the SLO with {outside:.0%} of its requests where its profile claims nothing "
+                           "(the router sends it lengths the plan does not)", bounded)
+        return skip(Outcome.SKIPPED_NO_PREDICTION, "the profile claims no capacity for this mix", ev)
+    rho = completions / window.window_s / len(mature) / window.predicted_rps
+    ev = replace(ev, load=rho)
     growth = (window.waiting_end - window.waiting_start) / max(1, len(window.replicas))
     if growth > settings.saturation_growth:
         if settings.saturation_ceiling and missed and rho < k and completions >= settings.min_completions:

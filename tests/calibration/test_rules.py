@@ -41,7 +41,8 @@ WARM = S.warmup_s + 60.0  # old enough for a 60 s window
 
 # ------------------------------------------------------------------------------- the capacity rules
 
-# (rule, factor before, window, settings overrides, outcome, factor after ("estimate": k̂ itself), bounded)
+# (rule, factor before, window, settings overrides, outcome, factor after ("estimate": k̂ itself;
+# "attainment": k × the share served within the SLO), bounded)
 FACTOR_ROWS = [
     ("derate fast: one significant miss moves k to the estimate",
      0.6, dict(load=0.5, ratio=1.5), {}, Outcome.DERATED, "estimate", False),
@@ -85,6 +86,18 @@ FACTOR_ROWS = [
      1.0, dict(load=0.9, ratio=0.25, waiting_growth=0.5), {}, Outcome.UPRATED, 1.02, False),
     ("no prediction for this mix: skipped",
      1.0, dict(load=0.2, ratio=3.0, predicted=None), {}, Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
+    ("a mix mostly outside the profile, missing: derated to the share served within the SLO",
+     1.0, dict(load=0.2, ratio=3.0, predicted=None, completed=30.0, unservable=0.7), {}, Outcome.DERATED,
+     "attainment", False),
+    ("a mix mostly outside the profile: at most halving per cycle too",
+     1.0, dict(load=0.2, ratio=20.0, predicted=None, completed=30.0, unservable=0.9), {}, Outcome.DERATED, 0.5,
+     False),
+    ("a mix mostly outside the profile, within the SLO: nothing to learn",
+     1.0, dict(load=0.2, ratio=0.5, predicted=None, completed=30.0, unservable=0.9), {},
+     Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
+    ("a mix mostly outside the profile, too few completions to judge",
+     1.0, dict(load=0.2, ratio=3.0, predicted=None, completed=10.0, unservable=0.9), {},
+     Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
 ]
 
 
@@ -94,7 +107,11 @@ def test_factor_rules(rule: str, k: float, kw: dict, overrides: dict, outcome: O
                       bounded: bool) -> None:
     verdict = judge(k, window(**kw), replace(S, **overrides))
     assert verdict.outcome is outcome, verdict
-    expected = verdict.evidence.estimate if after == "estimate" else after
+    expected = after
+    if after == "estimate":
+        expected = verdict.evidence.estimate
+    elif after == "attainment":
+        expected = None if verdict.evidence.attainment is None else k * verdict.evidence.attainment
     assert expected is not None and 0.0 < expected < k * 1.5
     assert verdict.after == pytest.approx(expected, rel=1e-9), verdict
     assert verdict.bounded is bounded
