@@ -469,15 +469,11 @@ def predicted_capacity(profile: Profile, demand: Demand) -> float | None:
     claims nothing. Below that the mix is taken over the cells it claims: a mix rebuilt from marginal length
     histograms (as independent) puts some share on (long prompt, long output) cells no request had, and the
     requests a variant did complete there were servable after all."""
-    rates = demand.on(profile.grid).rates
-    total = float(rates.sum())
-    if total <= 0:
+    outside = unservable_share(profile, demand)
+    if outside is None or outside > MAX_UNSERVABLE_SHARE:
         return None
     servable = profile.capacity > 0
-    shares = rates / total
-    if float(shares[~servable].sum()) > MAX_UNSERVABLE_SHARE:  # unservable_share, without a second pass
-        return None
-    shares = np.where(servable, shares, 0.0)
+    shares = np.where(servable, demand.on(profile.grid).rates, 0.0)
     shares /= float(shares.sum())
     busy = float(np.sum(np.divide(shares, profile.capacity, out=np.zeros_like(shares), where=servable)))
     return 1.0 / busy if busy > 0 else None
@@ -783,12 +779,11 @@ def judge(k: float, window: VariantWindow, settings: CalibrationSettings) -> Ver
     missed = att is not None and att.misses(budget, settings.significance)
     if window.predicted_rps is None or window.predicted_rps <= 0:
         outside = window.unservable_share
-        if missed and outside is not None and outside > MAX_UNSERVABLE_SHARE:
+        if missed and att is not None and outside is not None and outside > MAX_UNSERVABLE_SHARE:
             # A length-blind router (a Service, least-request) sends every variant every length: one that
             # mostly gets what its profile cannot serve, and misses, is worth less to the plan than its
             # table says; derating is the one lever that moves traffic off it. With no load to measure, what it
             # is worth is the share it served within the SLO (at most halved per window, as every derate).
-            assert att is not None
             new, bounded = _move(k, k * att.attainment, settings)
             return Verdict(Outcome.DERATED, k, new, ev,
                            f"missed the SLO with {outside:.0%} of its requests where its profile claims nothing "

@@ -196,7 +196,7 @@ class Observer:
         deadline = self.deadline if deadline is None else deadline
         if health:
             self._cycle_batches += 1
-            batch = self._cycle_batches
+        batch = self._cycle_batches
         answers = await self._batch(names, at, deadline)
         results: dict[str, Samples] = {}
         errors: dict[str, str] = {}

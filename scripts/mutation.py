@@ -21,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["tests/optimizer", "tests/service/test_answer.py", "tests/service/test_activation.py"]
 CAL = ("tests/calibration/test_cycle_calibration.py", "tests/calibration/test_rules.py")
+FAST_PATH_VOICE = "            if self._cycle_answered > self._fast_failing_after and"
+FAST_PATH_TESTS = ("tests/faults/test_prometheus_faults.py", "-k", "fast_path_speaks")
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ MUTATIONS = (
     Mutation("headroom not lowered for misses while capacity was starting", "optimizer/calibrate.py",
              "        if window.capacity_arriving:", "        if False:", CAL),
     Mutation("a variant missing on lengths its profile cannot serve is derated", "optimizer/calibrate.py",
-             "        if missed and outside is not None and outside > MAX_UNSERVABLE_SHARE:", "        if False:",
+             "        if missed and att is not None and outside is not None and outside > MAX_UNSERVABLE_SHARE:",
+             "        if False:",
              CAL),
     Mutation("a significant miss is judged however few the completions", "optimizer/calibrate.py",
              "    if completions < settings.min_completions and not missed:",
@@ -127,12 +130,10 @@ MUTATIONS = (
     Mutation("one evidence query failing is not an outage", "scaler/evidence.py",
              "0.0), health=False)", "0.0))",
              ("tests/faults/test_prometheus_faults.py", "-k", "one_failing_evidence")),
-    Mutation("the fast path leaves an outage to the cycle", "scaler/prometheus.py",
-             "            if self._cycle_answered > self._fast_failing_after and", "            if True and",
-             ("tests/faults/test_prometheus_faults.py", "-k", "fast_path_speaks")),
-    Mutation("a fast-path failure outlasting a cycle is said", "scaler/prometheus.py",
-             "            if self._cycle_answered > self._fast_failing_after and", "            if False and",
-             ("tests/faults/test_prometheus_faults.py", "-k", "fast_path_speaks")),
+    Mutation("the fast path leaves an outage to the cycle", "scaler/prometheus.py", FAST_PATH_VOICE,
+             "            if True and", FAST_PATH_TESTS),
+    Mutation("a fast-path failure outlasting a cycle is said", "scaler/prometheus.py", FAST_PATH_VOICE,
+             "            if False and", FAST_PATH_TESTS),
     Mutation("NaN, Inf and negative samples are invalid, not demand", "scaler/vector.py",
              "        return v if 0.0 <= v < math.inf else None", "        return v",
              ("tests/service/test_vector.py", "tests/service/test_service_units.py")),

@@ -73,6 +73,11 @@ class Schedule:
     solve_s: float
     lower_bound: float = float("nan")  # HiGHS's dual bound: no schedule serving everything costs less
 
+    @property
+    def peak(self) -> int:
+        """The most replicas alive at once."""
+        return int(self.replicas.sum(axis=0).max())
+
     def at(self, t: float) -> dict[str, int]:
         k = min(round(t / self.slice_s), self.replicas.shape[1] - 1)
         return {name: int(self.replicas[i, k]) for i, name in enumerate(self.names)}

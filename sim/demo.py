@@ -432,8 +432,11 @@ class Yardstick:
         mix = ", ".join(f"{n} {name.rsplit('-', 1)[-1].upper()}" for name, n in self.need.items() if n)
         line = f"peak fleet {peak} replicas"
         if self.fewest_peak is not None:
-            proven = ("" if self.fewest_bound == self.fewest_peak else ", not proven the fewest"
-                      if self.fewest_bound is None else f", at least {self.fewest_bound}")
+            proven = ""
+            if self.fewest_bound is None:
+                proven = ", not proven the fewest"
+            elif self.fewest_bound != self.fewest_peak:
+                proven = f", at least {self.fewest_bound}"
             line += (f"; the burst needed {self.fewest_peak}{proven} (the fewest alive at once of any schedule "
                      f"ordering a cold start ahead): {peak / max(1, self.fewest_peak):.2f}× the need")
         line += (f"\nthe busiest {self.window_s:.0f} s alone needed {total} ({mix}): {peak / max(1, total):.2f}× "
@@ -451,7 +454,7 @@ def yardstick(spec: FleetSpec, arrivals: Arrivals, timing: Timing, min_replicas:
     """The need and the clairvoyant bound for the load played, on the demo's compressed clock: the
     criterion's window is one cold start (no fleet follows demand faster), checked every control interval."""
     from optimizer.program import ModelProblem, Planner, PlanRequest, Variant
-    from sim.clairvoyant import solve
+    from sim.clairvoyant import Schedule, solve
     from sim.policies import UTILIZATION, Trace, demand_between, fleet_grid
 
     window = timing.cold_start_s
@@ -471,26 +474,24 @@ def yardstick(spec: FleetSpec, arrivals: Arrivals, timing: Timing, min_replicas:
         t += timing.interval_s
     floors = dataclasses.replace(spec, variants=tuple(
         dataclasses.replace(v, min_replicas=min_replicas.get(v.name, 0)) for v in spec.variants))
-    try:
-        schedule = solve(floors, trace, decision_s=2 * timing.interval_s, check_s=timing.interval_s,
-                         time_limit_s=5.0, window_s=window)
-        bound: float | None = schedule.cost
-        bound_peak: int | None = int(schedule.replicas.sum(axis=0).max())
-    except (RuntimeError, ValueError) as exc:  # the report goes on without the ratio
-        log.warning("clairvoyant_failed", error=str(exc))
-        bound, bound_peak = None, None
-    fewest: int | None = None
-    fewest_bound: int | None = None
-    try:
-        least = solve(floors, trace, decision_s=2 * timing.interval_s, check_s=timing.interval_s,
-                      time_limit_s=5.0, window_s=window, fewest=True)
-        fewest = int(least.replicas.sum(axis=0).max())
-        fewest_bound = math.ceil(fewest * (1.0 - least.gap) - 1e-6) if math.isfinite(least.gap) else None
-    except (RuntimeError, ValueError) as exc:
-        log.warning("fewest_replicas_failed", error=str(exc))
+
+    def schedule(fewest: bool) -> Schedule | None:
+        try:
+            return solve(floors, trace, decision_s=2 * timing.interval_s, check_s=timing.interval_s,
+                         time_limit_s=5.0, window_s=window, fewest=fewest)
+        except (RuntimeError, ValueError) as exc:  # the report goes on without that line
+            log.warning("clairvoyant_failed", fewest=fewest, error=str(exc))
+            return None
+
+    cheapest, least = schedule(False), schedule(True)
+    fewest_bound = None
+    if least is not None and math.isfinite(least.gap):
+        fewest_bound = math.ceil(least.peak * (1.0 - least.gap) - 1e-6)
     until = trace.duration
     spent = next((s.cost for s in samples if s.t >= until), samples[-1].cost if samples else 0.0)
-    return Yardstick(need, bound, spent, window, bound_peak, fewest, fewest_bound)
+    return Yardstick(need, None if cheapest is None else cheapest.cost, spent, window,
+                     None if cheapest is None else cheapest.peak, None if least is None else least.peak,
+                     fewest_bound)
 
 
 

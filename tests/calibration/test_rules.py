@@ -41,6 +41,12 @@ WARM = S.warmup_s + 60.0  # old enough for a 60 s window
 
 # ------------------------------------------------------------------------------- the capacity rules
 
+
+def _outside(*, ratio: float, unservable: float, completed: float = 30.0) -> dict:
+    """A window with no predicted capacity: `unservable` of its mix where the profile claims nothing."""
+    return dict(load=0.2, ratio=ratio, predicted=None, completed=completed, unservable=unservable)
+
+
 # (rule, factor before, window, settings overrides, outcome, factor after ("estimate": k̂ itself;
 # "attainment": k × the share served within the SLO), bounded)
 FACTOR_ROWS = [
@@ -91,20 +97,15 @@ FACTOR_ROWS = [
     ("no prediction for this mix: skipped",
      1.0, dict(load=0.2, ratio=3.0, predicted=None), {}, Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
     ("a mix mostly outside the profile, missing: derated to the share served within the SLO",
-     1.0, dict(load=0.2, ratio=3.0, predicted=None, completed=30.0, unservable=0.7), {}, Outcome.DERATED,
-     "attainment", False),
+     1.0, _outside(ratio=3.0, unservable=0.7), {}, Outcome.DERATED, "attainment", False),
     ("a mix mostly outside the profile: at most halving per cycle too",
-     1.0, dict(load=0.2, ratio=20.0, predicted=None, completed=30.0, unservable=0.9), {}, Outcome.DERATED, 0.5,
-     False),
+     1.0, _outside(ratio=20.0, unservable=0.9), {}, Outcome.DERATED, 0.5, False),
     ("a mix mostly outside the profile, within the SLO: nothing to learn",
-     1.0, dict(load=0.2, ratio=0.5, predicted=None, completed=30.0, unservable=0.9), {},
-     Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
+     1.0, _outside(ratio=0.5, unservable=0.9), {}, Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
     ("a mix mostly outside the profile, a miss within counting noise: skipped",
-     1.0, dict(load=0.2, ratio=1.2, predicted=None, completed=2.0, unservable=0.9), {},
-     Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
+     1.0, _outside(ratio=1.2, unservable=0.9, completed=2.0), {}, Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
     ("a mix half inside the profile is not this rule",
-     1.0, dict(load=0.2, ratio=3.0, predicted=None, completed=30.0, unservable=0.5), {},
-     Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
+     1.0, _outside(ratio=3.0, unservable=0.5), {}, Outcome.SKIPPED_NO_PREDICTION, 1.0, False),
 ]
 
 
