@@ -31,6 +31,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from optimizer.calibrate import (
     CalibrationSettings,
     CalibrationState,
@@ -50,7 +52,7 @@ from optimizer.demand import Demand, zero_demand
 from optimizer.estimate import Estimate, LengthFacts, estimate_demand
 from optimizer.forecast import trend_peak
 from optimizer.ids import ModelId, VariantId
-from optimizer.profile import Profile, common_grid
+from optimizer.profile import Profile, common_grid, resample
 from optimizer.program import Plan, Planner
 from optimizer.stabilize import prune
 
@@ -132,6 +134,9 @@ class CycleSettings:
     calibration: CalibrationSettings | None = None  # None: profiles as they are, the configured utilisation
     forecast_trend_s: float = 0.0  # > 0: and for their linear trend over this look-back, one cold start ahead
     cold_start_s: float = DEFAULT_COLD_START_S  # a variant's cold start when its input does not give one
+    # The share of a model's demand a variant may be unable to serve (where another variant can) and still
+    # get load: the router is length-blind (see `length_blind_excluded`); 1.0: the rule is off.
+    length_blind_share: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,9 @@ class CycleResult:
     held: Mapping[VariantId, int]
     recent: Mapping[ModelId, list[tuple[float, Demand]]] = field(default_factory=dict)  # estimates to keep
     calibration: CalibrationStep | None = None  # the calibration state to keep, and what moved it
+    # variants given no load because a length-blind router would send them too much they cannot serve:
+    # the share of the model's demand they claim nothing for (where another variant claims something)
+    excluded: Mapping[VariantId, float] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------ the rules
@@ -280,6 +288,33 @@ def planning_profile(variant: VariantInput, model: ModelId, state: CalibrationSt
     return corrected if scale == 1.0 else corrected.with_capacity(corrected.grid, corrected.capacity * scale)
 
 
+def length_blind_excluded(variants: Sequence[VariantInput], demand: Demand | None,
+                          share: float) -> dict[VariantId, float]:
+    """The variants to give no load, with the share of the demand each cannot serve.
+
+    The plan's bucket-by-bucket placement assumes a router that sends each length where the plan put it; the
+    routers gpumix scales for do not (a Kubernetes Service, least-request or least-outstanding, AIBrix's and
+    GKE's gateways pick a pod by load, not by prompt length). Under them every replica receives the whole
+    mix, so a variant whose profile claims nothing for part of it misses the SLO on that part however many
+    replicas it has. It keeps its floor (min_replicas, held, arriving) but gets no load in the plan when
+    more than `share` of the demand lies in cells it claims nothing for while another variant claims them
+    (cells no variant serves are unservable anyway). The variants that cannot serve the least are never all
+    excluded. Measured in replay (BENCHMARKS.md): the routing misses, the largest cause after cold starts,
+    vanish on every trace; the share's plateau spans 0.1–0.3."""
+    profiled = [v for v in variants if v.profile is not None]
+    if demand is None or demand.total <= 0 or share >= 1.0 or len(profiled) < 2:
+        return {}
+    grid = common_grid(v.profile.grid for v in profiled if v.profile is not None)
+    rates = demand.on(grid).rates
+    serves = {v.id: resample(v.profile, grid).capacity > 0 for v in profiled if v.profile is not None}
+    outside: dict[VariantId, float] = {}
+    for vid, mask in serves.items():
+        others = np.logical_or.reduce([m for o, m in serves.items() if o != vid])
+        outside[vid] = float(rates[~mask & others].sum()) / float(rates.sum())
+    least = min(outside.values())
+    return {vid: s for vid, s in outside.items() if s > share and s > least}
+
+
 def cold_start_of(v: VariantInput, settings: CycleSettings) -> float:
     return settings.cold_start_s if v.cold_start_s is None else v.cold_start_s
 
@@ -362,6 +397,7 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
     `calibration`: the corrections learnt so far (with `settings.calibration` set)."""
     by_name: dict[str, VariantId] = {}
     kept: dict[ModelId, list[tuple[float, Demand]]] = {}
+    excluded: dict[VariantId, float] = {}
     states: list[ModelState] = []
     verdicts: dict[ModelId, tuple[Verdict, str, float | None, Demand | None, Estimate | None]] = {}
     for m in models:
@@ -381,12 +417,16 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
             demand, kept[m.id] = _forecast(m, demand, now, settings, (recent or {}).get(m.id, ()))
         verdicts[m.id] = (verdict, why, age, demand, est)
         variant_states = []
+        blind = length_blind_excluded(m.variants, demand, settings.length_blind_share)
+        excluded.update(blind)
         for v in m.variants:
             by_name[str(v.id)] = v.id
             floor = 0 if demand is None else max(min_replicas_in_force(v.min_replicas, demand),
                                                  arriving_floor(v, _backlog(m)))
             profile = v.profile if step is None or settings.calibration is None else planning_profile(
                 v, m.id, step.state, settings.calibration, settings.decide.utilization)
+            if profile is not None and v.id in blind:
+                profile = profile.with_capacity(profile.grid, np.zeros_like(profile.capacity))
             variant_states.append(VariantState(
                 name=str(v.id), profile=profile, min_replicas=floor, max_replicas=v.max_replicas,
                 current_replicas=v.current_replicas, scale_down_window_s=v.scale_down_window_s, pool=v.pool,
@@ -419,6 +459,11 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
             new_history[v.id] = [*prune(past, now, v.scale_down_window_s), (now, final)]
         idle = all(recommendations.get(v.id, 0) == 0 and not v.current_replicas for v in m.variants)
         outcomes[m.id] = ModelOutcome(m.id, verdict, why, demand, age, idle, first_responder(m.variants), est)
+    for vid, share in excluded.items():
+        if vid in recommendations:
+            said = reasons.get(vid)
+            reasons[vid] = (f"no load: a length-blind router would send it {share:.0%} of the demand, lengths its "
+                            f"profile claims nothing for" + (f"; {said}" if said else ""))
     held = {by_name[n]: h for n, h in decision.held.items() if n in by_name}
     return CycleResult(recommendations, reasons, outcomes, frozenset(decided), new_history, decision.plan, held, kept,
-                       step)
+                       step, excluded)

@@ -151,6 +151,10 @@ class Config:
     # longer than a burst's rising edge (at 180 s the code trace's bursts pass for trends: 1.6× cost).
     forecast_trend: float = 0.0
     cold_start: float = 180.0  # seconds from pod created to serving, for variants whose inventory gives none
+    # A variant whose profile claims nothing for more than this share of a model's demand (where another
+    # variant claims it) gets no load: the router in front of vLLM is length-blind, so every replica receives
+    # every length (optimizer/cycle.py, length_blind_excluded). 1.0: off, for a router that routes by length.
+    length_blind_share: float = 0.2
     rate_window: str = "1m"
     scrape_interval: float = 15.0  # Prometheus' scrape interval for the vLLM pods (how many samples a window holds)
     prometheus_timeout: float = 5.0
@@ -389,6 +393,8 @@ def validate(c: Config) -> list[str]:
         problems.append(f"forecast_horizon: must be >= 0 seconds (0: off), got {c.forecast_horizon}")
     if not (math.isfinite(c.forecast_trend) and c.forecast_trend >= 0):
         problems.append(f"forecast_trend: must be >= 0 seconds (0: off), got {c.forecast_trend}")
+    if not 0 < c.length_blind_share <= 1:
+        problems.append(f"length_blind_share: must be in (0, 1] (1: off), got {c.length_blind_share}")
     if c.cold_start < 0:
         problems.append(f"cold_start: must be >= 0 seconds, got {c.cold_start}")
     if c.stale_after < 0:

@@ -84,6 +84,7 @@ def cycle_settings(config: Config, inventory: Inventory) -> CycleSettings:
         calibration=config.calibration_settings() if config.calibration else None,
         forecast_trend_s=config.forecast_trend,
         cold_start_s=config.cold_start,
+        length_blind_share=config.length_blind_share,
     )
 
 
@@ -145,6 +146,7 @@ class Controller:
         self.last: CycleResult | None = None
         self.recent: dict[ModelId, list[tuple[float, Demand]]] = {}  # the forecast's look-back, in memory only
         self.calibration = calibration or CalibrationStore(None, config.calibration_settings())
+        self.excluded: dict[VariantId, float] = {}  # given no load by the length-blind rule, last cycle
         self.evidence_at: float | None = None  # when the calibration's evidence was last asked for
         self.evidence: dict[VariantId, VariantEvidence] | None = None  # arrived, not yet used by a cycle
 
@@ -234,6 +236,15 @@ class Controller:
                 state = "ok" if 0.5 <= est.crosscheck <= 2.0 else "mismatch"
                 self.problems.report(f"crosscheck:{mid}", state, ratio=round(est.crosscheck, 2),
                                      hint="prompt-length histogram and token rate disagree")
+        for vid in result.excluded.keys() - self.excluded.keys():
+            log.info("length_blind_excluded", variant=str(vid), share=round(result.excluded[vid], 3),
+                     why="a length-blind router sends every replica every length: this share of the demand lies "
+                         "where its profile claims nothing while another variant's claims it")
+        # Only a variant planned from this cycle's data leaves the set: a cycle without demand judged nothing.
+        for vid in (self.excluded.keys() - result.excluded.keys()) & result.decided:
+            log.info("length_blind_included", variant=str(vid))
+            del self.excluded[vid]
+        self.excluded.update(result.excluded)
         plan = result.plan
         if plan is None:
             return

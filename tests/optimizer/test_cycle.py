@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from optimizer.cycle import (
@@ -22,15 +23,18 @@ from optimizer.cycle import (
     demand_verdict,
     first_responder,
     floor_at_last,
+    length_blind_excluded,
     min_replicas_in_force,
     run_cycle,
 )
 from optimizer.decide import Settings
+from optimizer.demand import from_buckets
 from optimizer.estimate import LengthFacts
 from optimizer.ids import ModelId, VariantId
+from optimizer.profile import SLO, Grid, Profile
 from optimizer.program import Planner
 
-from .fixtures import BIG, CHEAP, GRID, demand
+from .fixtures import BIG, CHEAP, GRID, demand, profile
 
 NOW = 1000.0
 MID = ModelId("llm", "m")
@@ -224,3 +228,64 @@ def test_backlog_is_drained_over_the_lead_of_what_is_coming() -> None:
     assert result.models[MID].demand is not None and result.models[MID].demand.total == pytest.approx(1.5)
     # ... and the three big replicas on their way are not released while that backlog waits
     assert result.recommendations[B] == 3
+
+
+# ------------------------------------------------------------------------------------------ length-blind routing
+
+LONG_ONLY = profile("long-only", 2.0, 0.0, 10.0)
+C = VariantId("llm", "long-only")
+
+
+def _variants(*profiles: tuple[VariantId, object]) -> tuple[VariantInput, ...]:
+    return tuple(VariantInput(vid, p, max_replicas=10) for vid, p in profiles)  # type: ignore[arg-type]
+
+
+LENGTH_BLIND = [
+    # (case, variants, demand (short, long req/s), share allowed, excluded with the share it cannot serve)
+    ("cheap cannot serve 30 % that big serves: no load", _variants((A, CHEAP), (B, BIG)), (7.0, 3.0), 0.2,
+     {A: 0.3}),
+    ("10 % it cannot serve: within the share, kept", _variants((A, CHEAP), (B, BIG)), (9.0, 1.0), 0.2, {}),
+    ("each cannot serve a part: the one that misses least is kept", _variants((A, CHEAP), (C, LONG_ONLY)),
+     (7.0, 3.0), 0.2, {C: 0.7}),
+    ("share 1.0: a router that routes by length, off", _variants((A, CHEAP), (B, BIG)), (7.0, 3.0), 1.0, {}),
+    ("no demand: nothing to judge", _variants((A, CHEAP), (B, BIG)), (0.0, 0.0), 0.2, {}),
+    ("a single profiled variant: nothing to compare", _variants((A, CHEAP), (B, None)), (7.0, 3.0), 0.2, {}),
+]
+
+
+@pytest.mark.parametrize("case, variants, rates, share, excluded", LENGTH_BLIND, ids=[r[0] for r in LENGTH_BLIND])
+def test_a_length_blind_router_sends_every_variant_every_length(
+        case: str, variants: tuple[VariantInput, ...], rates: tuple[float, float], share: float,
+        excluded: dict[VariantId, float]) -> None:
+    got = length_blind_excluded(variants, demand(*rates), share)
+    assert got == pytest.approx(excluded)
+
+
+def test_lengths_no_variant_serves_do_not_count() -> None:
+    """8k prompts no variant serves are unservable whatever the router does: the short-only variant misses
+    only the 1k prompts the other serves (10 %), within the share, and keeps its load."""
+    grid = Grid(inputs=(128, 1024, 8192), outputs=(64,))
+    wide, short = (Profile(model="m", variant=name, accelerator=name, cost_per_hour=cost, slo=SLO("99", tpot=0.05),
+                           grid=grid, capacity=np.array([capacity])) for name, cost, capacity in
+                   (("wide", 2.0, [20.0, 10.0, 0.0]), ("short", 1.0, [10.0, 0.0, 0.0])))
+    mix = from_buckets("m", grid, [(128, 64, 6.0), (1024, 64, 1.0), (8192, 64, 3.0)])
+    assert length_blind_excluded(_variants((A, short), (B, wide)), mix, 0.2) == {}
+    assert length_blind_excluded(_variants((A, short), (B, wide)), mix, 0.05) == {A: pytest.approx(0.1)}
+
+
+def test_an_excluded_variant_gets_no_load_and_is_told_why() -> None:
+    """30 % of the prompts are long: the cheap variant would receive them and miss; the plan gives it none
+    and the reason says why. With the rule off the cheap variant takes the short requests."""
+    lengths = LengthFacts(prompt_histogram=((128.0, 7.0), (1024.0, 10.0), (math.inf, 10.0)),
+                          generation_histogram=((64.0, 10.0), (math.inf, 10.0)))
+    for share, cheap in ((0.2, 0), (1.0, None)):
+        given = model(series(rps=25.0), series(rps=0.0), current=(1, 1))
+        given = ModelInput(given.id, given.variants, ModelSeries(given.series.variants, lengths))  # type: ignore[union-attr]
+        result = run_cycle([given], {}, NOW, replace(SETTINGS, length_blind_share=share), Planner())
+        if cheap is None:  # off: the cheap variant takes the short requests
+            assert result.recommendations[A] >= 1 and result.excluded == {}
+            continue
+        assert result.excluded == {A: pytest.approx(0.3)}
+        assert result.recommendations[A] == cheap
+        assert "length-blind router" in result.reasons[A]
+        assert result.recommendations[B] * 10.0 >= 7.5  # big carries the long 7.5 req/s itself
