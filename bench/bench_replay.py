@@ -38,7 +38,7 @@ from sim.engine import DEFAULT_ROUTING, ROUTING
 from sim.fleet import FleetSpec, load_fleet, with_profile_claim
 from sim.plot import plot_results
 from sim.policies import Policy, Trace, make_policies
-from sim.replay import Result, replay, with_cost_ratios
+from sim.replay import Result, replay, with_cost_ratios, worst_minute
 from sim.traces import BUILTIN, builtin, truncated
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,18 +67,20 @@ def run_all(spec: FleetSpec, trace: Trace, names: Sequence[str], seed: int = 0,
     return results, seconds
 
 
-def table(results: Sequence[Result], seconds: dict[str, float]) -> list[str]:
+def table(spec: FleetSpec, results: Sequence[Result], seconds: dict[str, float]) -> list[str]:
     kinds = list(results[0].causes) if results else []
     lines = [
         "| policy | cost $ | cost ÷ clairvoyant | SLO attainment | TTFT p99 s | scale events | CPU s | misses: "
-        + " / ".join(kinds) + " |",
-        "|---|---|---|---|---|---|---|---|",
+        + " / ".join(kinds) + " | worst minute: misses / requests |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ratio = "–" if r.cost_ratio is None else f"{r.cost_ratio:.2f}"
         causes = " / ".join(str(r.causes.get(k, 0)) for k in kinds)
+        worst = worst_minute(spec, r)
+        at = "–" if worst is None else f"min {worst[0]}: {worst[1]} / {worst[2]}"
         lines.append(f"| {r.policy} | {r.cost:.2f} | {ratio} | {100 * r.attainment:.2f} % | {r.ttft_p99:.1f} | "
-                     f"{r.scale_events} | {seconds[r.policy]:.1f} | {causes} |")
+                     f"{r.scale_events} | {seconds[r.policy]:.1f} | {causes} | {at} |")
     return lines
 
 
@@ -237,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines += [
             f"### {TITLES[kind]}: {len(trace)} requests over {trace.duration / 60:.0f} min",
             "",
-            *table(results, seconds),
+            *table(spec, results, seconds),
             "",
             f"Clairvoyant: {cv.notes}; replayed ${cv.cost:.2f}.",
             *goal_lines(kind, results),

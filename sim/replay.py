@@ -268,6 +268,23 @@ def _weights_from_policy(policy: Policy, fleet: Fleet) -> None:
         fleet.set_weights(plan_loads)
 
 
+def worst_minute(spec: FleetSpec, result: Result) -> tuple[int, int, int] | None:
+    """(minute, misses, requests) of the minute of arrivals with the most SLO misses; None without misses.
+    A burst shorter than a cold start after a quiet spell is missed by every policy that cannot see ahead:
+    this says how much of a trace's misses one such minute holds."""
+    misses: Counter[int] = Counter()
+    requests: Counter[int] = Counter()
+    for c in result.completions:
+        minute = int(c.arrival // 60)
+        requests[minute] += 1
+        if not meets_slo(c, spec):
+            misses[minute] += 1
+    if not misses:
+        return None
+    minute, n = max(misses.items(), key=lambda kv: (kv[1], -kv[0]))
+    return minute, n, requests[minute]
+
+
 def miss_causes(spec: FleetSpec, policy: Policy, result: Result) -> dict[str, int]:
     """Why each request that missed the SLO missed it, first matching cause: dropped; its bucket has no
     variant that meets the SLO (profiles); routed to a variant whose profile cannot serve its bucket; a pod

@@ -90,3 +90,18 @@ def test_the_replay_command_offers_the_engines_routings() -> None:
     add_arguments(parser)
     (action,) = [a for a in parser._actions if a.dest == "routing"]
     assert tuple(action.choices or ()) == ROUTING and action.default == DEFAULT_ROUTING
+
+
+def test_worst_minute_counts_misses_by_arrival_minute() -> None:
+    from sim.engine import Completion
+    from sim.replay import Result, worst_minute
+
+    spec = load_fleet()
+    ok = {"first_token": 0.5, "finish": 1.0}  # TTFT 0.5 s, 10 tokens at 0.05 s: within the SLO
+    late = {"first_token": 30.0, "finish": 31.0}  # TTFT past every limit
+    rows = [(10.0, ok), (70.0, late), (80.0, late), (90.0, ok), (130.0, late)]
+    done = [Completion(i, t, 100, 10, finish=t + d["finish"], first_token=t + d["first_token"])
+            for i, (t, d) in enumerate(rows)]
+    result = Result("p", len(done), 0.0, 0.4, 0, 0, 0, 0, 0, 0, {}, {}, 180.0, completions=done)
+    assert worst_minute(spec, result) == (1, 2, 3)
+    assert worst_minute(spec, Result("p", 1, 0.0, 1.0, 0, 0, 0, 0, 0, 0, {}, {}, 60.0, completions=done[:1])) is None
