@@ -77,6 +77,7 @@ per request (`vllm:request_time_per_output_token_seconds`, which matches a per-r
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -367,21 +368,30 @@ class VariantEvidence:
     prompt_histogram: Buckets | None = None  # the variant's own length mix (its profile's capacity depends on it)
     generation_histogram: Buckets | None = None
 
+    @functools.cached_property
+    def parsed(self) -> tuple[Mapping[str, Mapping[str, LatencyHistogram]], tuple[str, ...]]:
+        """Each pod's latency histograms, and what could not be parsed. Parsed once: the variant's window and
+        its model's served histograms both read them (at 1,000 models that was 8,000 parses a window)."""
+        pods: dict[str, dict[str, LatencyHistogram]] = {}
+        problems: list[str] = []
+        for pod, ev in sorted(self.pods.items()):
+            hists = pods[pod] = {}
+            for metric, pairs in ev.latency.items():
+                try:
+                    hists[metric] = LatencyHistogram.from_buckets(pairs, f"{pod} {metric}")
+                except CalibrationError as exc:
+                    problems.append(str(exc))
+        return pods, tuple(problems)
+
 
 def variant_window(key: str, evidence: VariantEvidence, profile: Profile,
                    settings: CalibrationSettings) -> tuple[VariantWindow, list[str]]:
     """The calibration's input for one variant from its evidence and RAW profile, and what had to be left out
     (a pod's unusable histogram, a limit the histograms cannot judge)."""
-    problems: list[str] = []
-    replicas = []
-    for pod, ev in sorted(evidence.pods.items()):
-        hists: dict[str, LatencyHistogram] = {}
-        for metric, pairs in ev.latency.items():
-            try:
-                hists[metric] = LatencyHistogram.from_buckets(pairs, f"{pod} {metric}")
-            except CalibrationError as exc:
-                problems.append(str(exc))
-        replicas.append(ReplicaWindow(0.0 if ev.age_s is None else ev.age_s, ev.completed, hists))
+    parsed, parse_problems = evidence.parsed
+    problems = list(parse_problems)
+    replicas = [ReplicaWindow(0.0 if ev.age_s is None else ev.age_s, ev.completed, parsed[pod])
+                for pod, ev in sorted(evidence.pods.items())]
     for metric, limit in profile.slo.limits().items():
         hist = next((r.histograms[metric] for r in replicas if metric in r.histograms), None)
         inside = None if hist is None else hist.straddles(limit)
@@ -408,12 +418,8 @@ def served_histograms(evidence: Sequence[VariantEvidence]) -> dict[str, LatencyH
     histogram is unusable is left out (its variant's window reports it)."""
     merged: dict[str, LatencyHistogram] = {}
     for ev in evidence:
-        for pod in ev.pods.values():
-            for metric, pairs in pod.latency.items():
-                try:
-                    hist = LatencyHistogram.from_buckets(pairs)
-                except CalibrationError:
-                    continue
+        for hists in ev.parsed[0].values():
+            for metric, hist in hists.items():
                 merged[metric] = merged[metric].merged(hist) if metric in merged else hist
     return merged
 
@@ -429,6 +435,13 @@ def region_of(input_tokens: float, edges: Sequence[int]) -> str | None:
     if not names:
         return None
     return next((n for e, n in zip(edges, names, strict=False) if input_tokens <= e), names[-1])
+
+
+@functools.lru_cache(maxsize=256)
+def column_regions(ticks: tuple[int, ...], edges: tuple[int, ...]) -> tuple[str | None, ...]:
+    """The region of each prompt tick: a grid and the region edges change rarely, the lookup runs per variant
+    and cycle."""
+    return tuple(region_of(t, edges) for t in ticks)
 
 
 def model_slo(profiles: Sequence[Profile]) -> SLO:
@@ -485,10 +498,10 @@ def region_shares(profile: Profile, demand: Demand, settings: CalibrationSetting
     out: dict[str, float] = {}
     if total <= 0 or not settings.regions:
         return out
-    for j, tick in enumerate(profile.grid.inputs):
-        name = region_of(tick, settings.regions)
+    columns = rates.sum(axis=0) / total
+    for j, name in enumerate(column_regions(tuple(profile.grid.inputs), tuple(settings.regions))):
         assert name is not None
-        out[name] = out.get(name, 0.0) + float(rates[:, j].sum()) / total
+        out[name] = out.get(name, 0.0) + float(columns[j])
     return out
 
 
@@ -895,11 +908,8 @@ def update(state: CalibrationState, variants: Sequence[VariantWindow], models: S
 def apply(profile: Profile, correction: Correction) -> Profile:
     """The profile the planner should use: capacity columns (prompt ticks) scaled by their region's factor
     where one is supported, by the variant's otherwise. Raw rows are kept as measured."""
-    factors = np.full(len(profile.grid.inputs), correction.factor)
-    for j, tick in enumerate(profile.grid.inputs):
-        name = region_of(tick, correction.edges)
-        if name is not None:
-            factors[j] = correction.regions.get(name, correction.factor)
+    factors = np.array([correction.factor if name is None else correction.regions.get(name, correction.factor)
+                        for name in column_regions(tuple(profile.grid.inputs), tuple(correction.edges))])
     if (factors == 1.0).all():  # nothing learnt: the profile as it is (no copy per variant and cycle)
         return profile
     return profile.with_capacity(profile.grid, profile.capacity * factors[None, :])
