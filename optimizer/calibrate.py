@@ -25,7 +25,9 @@ is a queueing cliff (flat, then vertical). β = 1/2 sits between, and both error
   odd window cannot zero a variant); the target is absolute, so overlapping windows repeating the same
   evidence do not compound;
 - uprate slowly: only from windows loaded to at least `uprate_min_load` of the corrected capacity with the
-  tail below `uprate_max_latency` of the limit, by at most `max_uprate` per cycle and never past k̂;
+  tail below `uprate_max_latency` of the limit, by at most `max_uprate` per cycle and never past k̂, nor past
+  the load that fills the KV cache (ρ·`kv_knee`/peak usage): latency tells nothing of a cliff it has not
+  reached, the cache's fill does;
 - operator bounds [factor_min, factor_max] (default 0.25–2.0); freeze and reset.
 - a variant whose mix lies mostly (> MAX_UNSERVABLE_SHARE) where its profile claims nothing has no predicted
   capacity, so no load; when it misses the SLO anyway, k moves to k × the share it served within the SLO. A
@@ -115,6 +117,7 @@ class CalibrationSettings:
     uprate_min_load: float = 0.6  # uprate only from windows loaded ≥ this share of corrected capacity
     uprate_max_latency: float = 0.9  # ... whose worst tail is ≤ this share of its limit
     steepness: float = 0.5  # β in k̂ = ρ·h^-β
+    kv_knee: float = 1.0  # KV-cache usage at which a replica admits no more (vLLM: its block pool is full)
     significance: float = 2.0  # misses must exceed the budget by this many binomial standard deviations
     interpolation: Interpolation = "bound"
     regions: tuple[int, ...] = ()  # prompt-token band edges, e.g. (1024,) → "in<=1024", "in>1024"
@@ -138,7 +141,7 @@ class CalibrationSettings:
         for name in ("warmup_s", "min_completions", "saturation_growth", "significance", "min_requests"):
             if not getattr(self, name) >= 0:
                 p.append(f"{name}: must be ≥ 0, got {getattr(self, name)}")
-        for name in ("max_derate", "headroom_margin", "region_min_share"):
+        for name in ("max_derate", "headroom_margin", "region_min_share", "kv_knee"):
             if not 0 < getattr(self, name) <= 1:
                 p.append(f"{name}: must be in (0, 1], got {getattr(self, name)}")
         for name in ("max_uprate", "headroom_up", "steepness"):
@@ -320,6 +323,7 @@ class ReplicaWindow:
     age_s: float  # seconds since it became ready, at the end of the window
     completed: float  # requests finished in the window
     histograms: Mapping[str, LatencyHistogram] = field(default_factory=dict)  # "ttft" | "tpot" | "e2e"
+    kv_peak: float | None = None  # the KV cache's fullest sample in the window, 0..1
 
 
 @dataclass(frozen=True)
@@ -355,6 +359,7 @@ class PodEvidence:
     age_s: float | None  # since it became ready, at the window's end; None: unknown (counted as warming)
     completed: float  # requests finished in the window
     latency: Mapping[str, Buckets] = field(default_factory=dict)  # "ttft" | "tpot" | "e2e" -> bucket increases
+    kv_peak: float | None = None  # the KV cache's fullest sample in the window, 0..1; None: not exported
 
 
 @dataclass(frozen=True)
@@ -390,7 +395,7 @@ def variant_window(key: str, evidence: VariantEvidence, profile: Profile,
     (a pod's unusable histogram, a limit the histograms cannot judge)."""
     parsed, parse_problems = evidence.parsed
     problems = list(parse_problems)
-    replicas = [ReplicaWindow(0.0 if ev.age_s is None else ev.age_s, ev.completed, parsed[pod])
+    replicas = [ReplicaWindow(0.0 if ev.age_s is None else ev.age_s, ev.completed, parsed[pod], ev.kv_peak)
                 for pod, ev in sorted(evidence.pods.items())]
     for metric, limit in profile.slo.limits().items():
         hist = next((r.histograms[metric] for r in replicas if metric in r.histograms), None)
@@ -820,6 +825,13 @@ def judge(k: float, window: VariantWindow, settings: CalibrationSettings) -> Ver
         return skip(Outcome.SKIPPED_NO_LATENCY, "no histogram for any SLO limit", ev)
     h = att.latency_ratio
     estimate = rho * h ** (-settings.steepness) if h > 0 else math.inf
+    # vLLM's latency stays flat until its KV cache is full and admission stops, so a low tail does not say
+    # how far the load can rise; how full the cache got does. Concurrency, and with it the cache, grows at
+    # least in proportion to load (Little: L = λ·W, W not falling with load), so the load that fills it is
+    # at most ρ·knee/peak: the estimate never goes past it.
+    peaks = [r.kv_peak for r in mature if r.kv_peak is not None and r.kv_peak > 0]
+    if peaks:
+        estimate = min(estimate, rho * settings.kv_knee / (math.fsum(peaks) / len(peaks)))
     ev = replace(ev, estimate=estimate)
     if missed:
         target = min(rho, estimate)

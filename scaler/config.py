@@ -83,6 +83,12 @@ _EVIDENCE_QUERIES: dict[str, str] = {
                       "(increase(vllm:time_per_output_token_seconds_bucket[{calibration_window}]))"),
     "evidence_e2e": ("sum by ({namespace}, {model}, {variant}, pod, le) "
                      "(increase(vllm:e2e_request_latency_seconds_bucket[{calibration_window}]))"),
+    # The KV cache's fullest moment per pod over the window: a batch fills it before latency shows anything
+    # (vLLM's latency is flat until admission stops), so how full it got bounds how much more load fits.
+    "evidence_kv_peak": ("max by ({namespace}, {model}, {variant}, pod) "
+                         "(max_over_time(vllm:kv_cache_usage_perc[{calibration_window}])) "
+                         "or max by ({namespace}, {model}, {variant}, pod) "
+                         "(max_over_time(vllm:gpu_cache_usage_perc[{calibration_window}]))"),
     "evidence_waiting_end": "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_waiting)",
     "evidence_waiting_start": (
         "sum by ({namespace}, {model}, {variant}) (vllm:num_requests_waiting offset {calibration_window})"
@@ -114,6 +120,7 @@ CALIBRATION_OPTIONS = {
     "calibration_factor_min": "factor_min",
     "calibration_factor_max": "factor_max",
     "calibration_warmup": "warmup_s",
+    "calibration_kv_knee": "kv_knee",
     "attainment_target": "attainment_target",
     "utilization": "utilization_initial",
     "utilization_min": "utilization_min",
@@ -181,6 +188,7 @@ class Config:
     utilization_max: float = 0.95
     calibration_factor_min: float = 0.25
     calibration_factor_max: float = 2.0
+    calibration_kv_knee: float = 1.0  # KV-cache usage at which vLLM stops admitting: no capacity claimed past it
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None  # set: clients must present a certificate signed by it (mTLS)

@@ -27,6 +27,7 @@ class _Variant:
     def __init__(self) -> None:
         self.completed: dict[str, float] = {}
         self.ages: dict[str, float] = {}
+        self.kv_peaks: dict[str, float] = {}
         self.latency: dict[str, dict[str, list[tuple[float, float]]]] = {}
         self.waiting = {"evidence_waiting_start": 0.0, "evidence_waiting_end": 0.0}
         self.lengths: dict[str, list[tuple[float, float]]] = {}
@@ -57,6 +58,8 @@ class _Builder:
                 f.completed[pod] = v
             elif name == "evidence_age":
                 f.ages[pod] = v
+            elif name == "evidence_kv_peak":
+                f.kv_peaks[pod] = v
             elif name in LATENCY and (le := labels.get("le")) is not None:
                 f.latency.setdefault(pod, {}).setdefault(LATENCY[name], []).append((float(le), v))
             elif name in ("evidence_waiting_start", "evidence_waiting_end"):
@@ -68,7 +71,8 @@ class _Builder:
     def build(self) -> dict[VariantId, VariantEvidence]:
         out = {}
         for vid, f in self.found.items():
-            pods = {pod: PodEvidence(f.ages.get(pod), f.completed.get(pod, 0.0), f.latency.get(pod, {}))
+            pods = {pod: PodEvidence(f.ages.get(pod), f.completed.get(pod, 0.0), f.latency.get(pod, {}),
+                                     f.kv_peaks.get(pod))
                     for pod in set(f.completed) | set(f.latency)}
             out[vid] = VariantEvidence(self.config.calibration_window_s, pods, f.waiting["evidence_waiting_start"],
                                        f.waiting["evidence_waiting_end"], f.lengths.get("evidence_prompt_histogram"),

@@ -109,6 +109,8 @@ MUTATIONS = (
     Mutation("a significant miss is judged however few the completions", "optimizer/calibrate.py",
              "    if completions < settings.min_completions and not missed:",
              "    if completions < settings.min_completions:", CAL),
+    Mutation("no capacity claimed past the load that fills the KV cache", "optimizer/calibrate.py",
+             "    if peaks:\n", "    if False:\n", CAL),
     Mutation("calibration skips warming replicas", "optimizer/calibrate.py",
              "    mature = [r for r in window.replicas if r.age_s >= settings.warmup_s + window.window_s]",
              "    mature = list(window.replicas)", CAL),

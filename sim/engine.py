@@ -11,7 +11,8 @@ Laws of the engine (each replica is a continuous-batching server; parameters fro
    iteration and a run uses the S of its middle iteration.
 2. Admission and the knee. At an iteration boundary, waiting requests are admitted in arrival order while
    the batch stays under max_num_seqs and the KV cache can hold every admitted sequence's full length
-   (prompt + output tokens reserved up front, so nothing is ever preempted). Past that knee, requests wait
+   (prompt + output tokens reserved up front, so nothing is ever preempted; the KV gauge reads that reserved
+   share, as vLLM's reads its allocated blocks). Past that knee, requests wait
    in the replica's queue.
 3. Prefill, chunked as in vLLM V1. An iteration carries at most max_batched_tokens tokens: one per running
    sequence, then prompt chunks of admitted requests in arrival order. It lasts step(B, S) + prefill
@@ -316,12 +317,11 @@ class Fleet:
         for v in self.spec.variants:
             rs = self._by_variant[v.name]
             for r in rs:
-                kv = 0.0
-                if r.perf.kv_capacity_tokens:
-                    held = r.kv_tokens
-                    if r.phase == "decode" and r.seg_step > 0:
-                        held += len(r.running) * max(0, min(r.seg_n, int((t - r.seg_start) / r.seg_step)))
-                    kv = min(1.0, held / r.perf.kv_capacity_tokens)
+                # vLLM's gauge is its block pool's allocated share (v1/core/block_pool.py, BlockPool.get_usage:
+                # 1 - free / total), the pool its scheduler admits from. Here admission allocates a sequence's
+                # whole length up front (law 2), so the allocated share is what is reserved, not the tokens
+                # computed so far: the gauge reaches 1 where admission stops, as vLLM's does.
+                kv = min(1.0, r.reserved / r.perf.kv_capacity_tokens) if r.perf.kv_capacity_tokens else 0.0
                 busy_now = r.phase != "idle"
                 busy_s = r.busy_seconds + (self._current_busy(r, t) if busy_now else 0.0)
                 reps.append(ReplicaSnapshot(

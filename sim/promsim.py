@@ -20,6 +20,8 @@ run against):
 - `min_over_time(timestamp(x)[R:15s])` (the evidence's pod age): a subquery's steps see the instant value of
   `timestamp(x)` at each 15 s step (promql/engine.go, SubqueryExpr); the minimum over them is x's first sample
   time within R (and the TSDB's retention), to the step.
+- `max_over_time(x[R])` (the evidence's KV-cache peak): the largest sample in the range, as selected above
+  (promql/functions.go, funcMaxOverTime).
 - `a or b`: every series of a, and those of b whose label set a lacks (promql/engine.go, VectorOr).
 - `sum by` / `max by` / `min by` / `avg by` over the result (promql/engine.go, aggregation).
 
@@ -186,6 +188,13 @@ class SimPrometheus:
                 have = {tuple(sorted(r.metric.items())) for r in answer}
                 answer += [r for r in _group(self._rate(metric, t, is_rate=False, range_s=w), (*pod, "le"), "sum")
                            if tuple(sorted(r.metric.items())) not in have]
+            return answer
+        if name == "evidence_kv_peak":
+            answer = []
+            for metric in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"):  # `a or b`
+                have = {tuple(sorted(r.metric.items())) for r in answer}
+                rows = [(labels, max(v for _, v in pts)) for labels, pts in self.tsdb.window(metric, t, w)]
+                answer += [r for r in _group(rows, pod, "max") if tuple(sorted(r.metric.items())) not in have]
             return answer
         if name == "evidence_waiting_end":
             return _group(self._gauge("vllm:num_requests_waiting", t), self.mv, "sum")

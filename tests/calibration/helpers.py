@@ -35,12 +35,13 @@ def ttft(n: int, ratio: float) -> dict[str, LatencyHistogram]:
 def window(*, load: float, ratio: float, replicas: int = 4, completed: float | None = None,
            ages: Sequence[float] | None = None, waiting_growth: float = 0.0, window_s: float = 60.0,
            predicted: float | None = 10.0, regions: dict[str, float] | None = None,
-           variant: str = "llm/v", unservable: float | None = None) -> VariantWindow:
+           variant: str = "llm/v", unservable: float | None = None, kv_peak: float | None = None) -> VariantWindow:
     """A variant running at `load` × its raw profile capacity (10 req/s per replica by default), with
     requests spread evenly over its replicas, whose TTFT tail sits at `ratio` × the limit."""
     ages = [MATURE] * replicas if ages is None else list(ages)
     per = load * (predicted or 1.0) * window_s if completed is None else completed
-    reps = tuple(ReplicaWindow(age_s=a, completed=per, histograms=ttft(max(1, round(per)), ratio)) for a in ages)
+    reps = tuple(ReplicaWindow(age_s=a, completed=per, histograms=ttft(max(1, round(per)), ratio), kv_peak=kv_peak)
+                 for a in ages)
     return VariantWindow(variant, window_s, reps, predicted, SLO_TTFT, 0.0, waiting_growth * len(ages),
                          regions or {}, unservable)
 

@@ -18,6 +18,7 @@ ROWS = [
      "utilization_min ≤ utilization ≤ utilization_max"),
     ("a calibration window that is no duration", {"calibration_window": "2 min"}, "calibration_window:"),
     ("a non-positive interval", {"calibration_interval": 0}, "calibration_interval: must be > 0"),
+    ("a KV knee past a full cache", {"calibration_kv_knee": 1.2}, "calibration_kv_knee: must be in (0, 1]"),
 ]
 
 
