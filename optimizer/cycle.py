@@ -28,7 +28,7 @@ here, so the replay measures what the service decides. The steps, per model:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -348,8 +348,8 @@ def arriving_floor(v: VariantInput, backlog: float) -> int:
 # ------------------------------------------------------------------------------------------ the cycle
 
 
-def _demand(model: ModelInput, verdict: Verdict, profiles: Sequence[Profile],
-            settings: CycleSettings) -> tuple[Demand | None, Estimate | None]:
+def _demand(model: ModelInput, verdict: Verdict, profiles: Sequence[Profile], settings: CycleSettings,
+            apart: Collection[VariantId] = ()) -> tuple[Demand | None, Estimate | None]:
     if not verdict.planned:
         return None, None
     grid = common_grid(p.grid for p in profiles)
@@ -358,13 +358,20 @@ def _demand(model: ModelInput, verdict: Verdict, profiles: Sequence[Profile],
     assert model.series is not None
     rates = list(model.series.variants.values())
     completions = sum(s.completions_rps or 0.0 for s in rates)
-    est = estimate_demand(str(model.id), completions, _backlog(model), model.series.lengths, grid,
+    est = estimate_demand(str(model.id), completions, _backlog(model, apart), model.series.lengths, grid,
                           _drain_time(model, settings))
     return est.demand, est
 
 
-def _backlog(model: ModelInput) -> float:
-    return 0.0 if model.series is None else sum(s.waiting or 0.0 for s in model.series.variants.values())
+def _backlog(model: ModelInput, apart: Collection[VariantId] = ()) -> float:
+    """Requests waiting in the queues of the variants the plan counts as capacity. vLLM keeps a queued
+    request on its replica (no replica takes another's queue), so a queue is work for the replicas holding
+    it: counted as demand it is planned against their capacity. A variant `apart` from the plan (given no
+    load: length-blind, see `length_blind_excluded`) drains its own queue, and no capacity ordered
+    elsewhere can take it (`make demo`: the L4's stuck queue of 10–24 ordered a fifth and sixth L40S)."""
+    if model.series is None:
+        return 0.0
+    return sum(s.waiting or 0.0 for vid, s in model.series.variants.items() if vid not in apart)
 
 
 def _drain_time(model: ModelInput, settings: CycleSettings) -> float:
@@ -375,12 +382,13 @@ def _drain_time(model: ModelInput, settings: CycleSettings) -> float:
 
 
 def _forecast(model: ModelInput, demand: Demand, now: float, settings: CycleSettings,
-              recent: Sequence[tuple[float, Demand]]) -> tuple[Demand, list[tuple[float, Demand]]]:
+              recent: Sequence[tuple[float, Demand]], apart: Collection[VariantId] = ()
+              ) -> tuple[Demand, list[tuple[float, Demand]]]:
     """The demand to plan for and the look-back to keep. What is forecast is the served part of the estimate;
     the backlog term is added back as it is now: a queue is drained once, it is neither a peak to hold nor
     a trend to project (a queue growing while capacity is on its way would otherwise be extrapolated)."""
     horizon = max(settings.forecast_horizon_s, settings.forecast_trend_s)
-    backlog_rps = _backlog(model) / _drain_time(model, settings)
+    backlog_rps = _backlog(model, apart) / _drain_time(model, settings)
     share = min(1.0, backlog_rps / demand.total) if demand.total > 0 else 0.0
     served = Demand(demand.model, demand.grid, demand.rates * (1.0 - share))
     kept = [*((t, d) for t, d in recent if now - horizon <= t < now and d.grid == demand.grid), (now, served)]
@@ -400,9 +408,16 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
     excluded: dict[VariantId, float] = {}
     states: list[ModelState] = []
     verdicts: dict[ModelId, tuple[Verdict, str, float | None, Demand | None, Estimate | None]] = {}
+    blinds: dict[ModelId, dict[VariantId, float]] = {}
     for m in models:
         verdict, why, age = demand_verdict(m, now, settings)
-        demand, est = _demand(m, verdict, [v.profile for v in m.variants if v.profile is not None], settings)
+        profiles = [v.profile for v in m.variants if v.profile is not None]
+        demand, est = _demand(m, verdict, profiles, settings)
+        # which variants get no load depends on the mix alone, which the backlog does not change; their
+        # queues are then left out of the backlog (see `_backlog`)
+        blind = blinds[m.id] = length_blind_excluded(m.variants, demand, settings.length_blind_share)
+        if _backlog(m, blind) != _backlog(m):
+            demand, est = _demand(m, verdict, profiles, settings, blind)
         verdicts[m.id] = (verdict, why, age, demand, est)
 
     # Calibration learns from the demand observed (not the forecast) and corrects the profiles planned next.
@@ -414,15 +429,15 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
     for m in models:
         verdict, why, age, demand, est = verdicts[m.id]
         if demand is not None and (settings.forecast_horizon_s > 0 or settings.forecast_trend_s > 0):
-            demand, kept[m.id] = _forecast(m, demand, now, settings, (recent or {}).get(m.id, ()))
+            demand, kept[m.id] = _forecast(m, demand, now, settings, (recent or {}).get(m.id, ()), blinds[m.id])
         verdicts[m.id] = (verdict, why, age, demand, est)
         variant_states = []
-        blind = length_blind_excluded(m.variants, demand, settings.length_blind_share)
+        blind = blinds[m.id]
         excluded.update(blind)
         for v in m.variants:
             by_name[str(v.id)] = v.id
             floor = 0 if demand is None else max(min_replicas_in_force(v.min_replicas, demand),
-                                                 arriving_floor(v, _backlog(m)))
+                                                 arriving_floor(v, _backlog(m, blind)))
             profile = v.profile if step is None or settings.calibration is None else planning_profile(
                 v, m.id, step.state, settings.calibration, settings.decide.utilization)
             if profile is not None and v.id in blind:

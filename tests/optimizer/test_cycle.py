@@ -289,3 +289,25 @@ def test_an_excluded_variant_gets_no_load_and_is_told_why() -> None:
         assert result.recommendations[A] == cheap
         assert "length-blind router" in result.reasons[A]
         assert result.recommendations[B] * 10.0 >= 7.5  # big carries the long 7.5 req/s itself
+
+
+QUEUES_APART = [
+    # (case, waiting on A (cheap), waiting on B (big), length_blind_share, demand planned req/s)
+    ("a queue on a variant given no load is its own: not demand for others", 120.0, 0.0, 0.2, 25.0),
+    ("a queue on a planned variant is drained against its capacity", 0.0, 120.0, 0.2, 27.0),
+    ("with the rule off the cheap variant is capacity: its queue counts", 120.0, 0.0, 1.0, 27.0),
+    ("both: only the planned variant's queue counts", 120.0, 60.0, 0.2, 26.0),
+]
+
+
+@pytest.mark.parametrize("case, on_a, on_b, share, planned", QUEUES_APART, ids=[r[0] for r in QUEUES_APART])
+def test_vllm_keeps_a_queue_on_its_replica(case: str, on_a: float, on_b: float, share: float,
+                                            planned: float) -> None:
+    """25 req/s arriving, 30 % of them long; the drain time is 60 s and nothing is on its way."""
+    lengths = LengthFacts(prompt_histogram=((128.0, 7.0), (1024.0, 10.0), (math.inf, 10.0)),
+                          generation_histogram=((64.0, 10.0), (math.inf, 10.0)))
+    given = model(series(rps=25.0, waiting=on_a), series(rps=0.0, waiting=on_b), current=(1, 1))
+    given = ModelInput(given.id, given.variants, ModelSeries(given.series.variants, lengths))  # type: ignore[union-attr]
+    result = run_cycle([given], {}, NOW, replace(SETTINGS, length_blind_share=share), Planner())
+    outcome = result.models[given.id]
+    assert outcome.demand is not None and outcome.demand.total == pytest.approx(planned)
