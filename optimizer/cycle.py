@@ -398,6 +398,16 @@ def _forecast(model: ModelInput, demand: Demand, now: float, settings: CycleSett
     return Demand(demand.model, demand.grid, ahead.rates + demand.rates * share), kept
 
 
+def _planned(m: ModelInput, demand: Demand | None, now: float, settings: CycleSettings,
+             recent: Mapping[ModelId, Sequence[tuple[float, Demand]]] | None,
+             kept: dict[ModelId, list[tuple[float, Demand]]], apart: Collection[VariantId] = ()) -> Demand | None:
+    """The demand to plan for: the estimate, forecast when a forecast is on (its look-back into `kept`)."""
+    if demand is None or (settings.forecast_horizon_s <= 0 and settings.forecast_trend_s <= 0):
+        return demand
+    planned, kept[m.id] = _forecast(m, demand, now, settings, (recent or {}).get(m.id, ()), apart)
+    return planned
+
+
 def run_cycle(models: Sequence[ModelInput], history: History, now: float, settings: CycleSettings,
               planner: Planner, recent: Mapping[ModelId, Sequence[tuple[float, Demand]]] | None = None,
               calibration: CalibrationState | None = None) -> CycleResult:
@@ -408,16 +418,9 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
     excluded: dict[VariantId, float] = {}
     states: list[ModelState] = []
     verdicts: dict[ModelId, tuple[Verdict, str, float | None, Demand | None, Estimate | None]] = {}
-    blinds: dict[ModelId, dict[VariantId, float]] = {}
     for m in models:
         verdict, why, age = demand_verdict(m, now, settings)
-        profiles = [v.profile for v in m.variants if v.profile is not None]
-        demand, est = _demand(m, verdict, profiles, settings)
-        # which variants get no load depends on the mix alone, which the backlog does not change; their
-        # queues are then left out of the backlog (see `_backlog`)
-        blind = blinds[m.id] = length_blind_excluded(m.variants, demand, settings.length_blind_share)
-        if _backlog(m, blind) != _backlog(m):
-            demand, est = _demand(m, verdict, profiles, settings, blind)
+        demand, est = _demand(m, verdict, [v.profile for v in m.variants if v.profile is not None], settings)
         verdicts[m.id] = (verdict, why, age, demand, est)
 
     # Calibration learns from the demand observed (not the forecast) and corrects the profiles planned next.
@@ -428,11 +431,17 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
 
     for m in models:
         verdict, why, age, demand, est = verdicts[m.id]
-        if demand is not None and (settings.forecast_horizon_s > 0 or settings.forecast_trend_s > 0):
-            demand, kept[m.id] = _forecast(m, demand, now, settings, (recent or {}).get(m.id, ()), blinds[m.id])
+        planned = _planned(m, demand, now, settings, recent, kept)
+        blind = length_blind_excluded(m.variants, planned, settings.length_blind_share)
+        if blind and _backlog(m, blind) != _backlog(m):
+            # the queues of the variants given no load are theirs (see `_backlog`): estimated again without
+            # them (which variants get no load depends on the mix alone, which the backlog does not change)
+            demand, est = _demand(m, verdict, [v.profile for v in m.variants if v.profile is not None], settings,
+                                  blind)
+            planned = _planned(m, demand, now, settings, recent, kept, blind)
+        demand = planned
         verdicts[m.id] = (verdict, why, age, demand, est)
         variant_states = []
-        blind = blinds[m.id]
         excluded.update(blind)
         for v in m.variants:
             by_name[str(v.id)] = v.id
