@@ -423,7 +423,8 @@ def served_histograms(evidence: Sequence[VariantEvidence]) -> dict[str, LatencyH
     histogram is unusable is left out (its variant's window reports it)."""
     merged: dict[str, LatencyHistogram] = {}
     for ev in evidence:
-        for hists in ev.parsed[0].values():
+        by_pod, _ = ev.parsed
+        for hists in by_pod.values():
             for metric, hist in hists.items():
                 merged[metric] = merged[metric].merged(hist) if metric in merged else hist
     return merged

@@ -348,11 +348,11 @@ def arriving_floor(v: VariantInput, backlog: float) -> int:
 # ------------------------------------------------------------------------------------------ the cycle
 
 
-def _demand(model: ModelInput, verdict: Verdict, profiles: Sequence[Profile], settings: CycleSettings,
+def _demand(model: ModelInput, verdict: Verdict, settings: CycleSettings,
             apart: Collection[VariantId] = ()) -> tuple[Demand | None, Estimate | None]:
     if not verdict.planned:
         return None, None
-    grid = common_grid(p.grid for p in profiles)
+    grid = common_grid(v.profile.grid for v in model.variants if v.profile is not None)
     if verdict is Verdict.IDLE:
         return zero_demand(str(model.id), grid), None
     assert model.series is not None
@@ -420,7 +420,7 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
     verdicts: dict[ModelId, tuple[Verdict, str, float | None, Demand | None, Estimate | None]] = {}
     for m in models:
         verdict, why, age = demand_verdict(m, now, settings)
-        demand, est = _demand(m, verdict, [v.profile for v in m.variants if v.profile is not None], settings)
+        demand, est = _demand(m, verdict, settings)
         verdicts[m.id] = (verdict, why, age, demand, est)
 
     # Calibration learns from the demand observed (not the forecast) and corrects the profiles planned next.
@@ -433,11 +433,11 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
         verdict, why, age, demand, est = verdicts[m.id]
         planned = _planned(m, demand, now, settings, recent, kept)
         blind = length_blind_excluded(m.variants, planned, settings.length_blind_share)
-        if blind and _backlog(m, blind) != _backlog(m):
+        backlog = _backlog(m, blind)
+        if backlog != _backlog(m):
             # the queues of the variants given no load are theirs (see `_backlog`): estimated again without
             # them (which variants get no load depends on the mix alone, which the backlog does not change)
-            demand, est = _demand(m, verdict, [v.profile for v in m.variants if v.profile is not None], settings,
-                                  blind)
+            demand, est = _demand(m, verdict, settings, blind)
             planned = _planned(m, demand, now, settings, recent, kept, blind)
         demand = planned
         verdicts[m.id] = (verdict, why, age, demand, est)
@@ -446,7 +446,7 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
         for v in m.variants:
             by_name[str(v.id)] = v.id
             floor = 0 if demand is None else max(min_replicas_in_force(v.min_replicas, demand),
-                                                 arriving_floor(v, _backlog(m, blind)))
+                                                 arriving_floor(v, backlog))
             profile = v.profile if step is None or settings.calibration is None else planning_profile(
                 v, m.id, step.state, settings.calibration, settings.decide.utilization)
             if profile is not None and v.id in blind:

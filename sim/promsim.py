@@ -151,6 +151,16 @@ def _group(rows: Iterable[tuple[Labels, float]], by: Sequence[str], how: str) ->
     return [vector.Sample(dict(k), (0.0, repr(agg[how](vs)))) for k, vs in groups.items()]
 
 
+def _or(*vectors: vector.Samples) -> vector.Samples:
+    """`a or b or ...`: every series of a, then those of each next whose label set none before holds
+    (promql/engine.go, VectorOr)."""
+    answer: vector.Samples = []
+    for samples in vectors:
+        have = {tuple(sorted(r.metric.items())) for r in answer}
+        answer += [r for r in samples if tuple(sorted(r.metric.items())) not in have]
+    return answer
+
+
 class SimPrometheus:
     """Answers the default cycle queries over a TSDB, as Prometheus' HTTP API would (JSON result vectors)."""
 
@@ -183,19 +193,12 @@ class SimPrometheus:
         if name == "evidence_completed":
             return _group(self._rate("vllm:request_success_total", t, is_rate=False, range_s=w), pod, "sum")
         if name in latency:
-            answer: vector.Samples = []
-            for metric in latency[name]:  # `a or b`: b only for label sets a lacks
-                have = {tuple(sorted(r.metric.items())) for r in answer}
-                answer += [r for r in _group(self._rate(metric, t, is_rate=False, range_s=w), (*pod, "le"), "sum")
-                           if tuple(sorted(r.metric.items())) not in have]
-            return answer
+            return _or(*(_group(self._rate(metric, t, is_rate=False, range_s=w), (*pod, "le"), "sum")
+                         for metric in latency[name]))
         if name == "evidence_kv_peak":
-            answer = []
-            for metric in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"):  # `a or b`
-                have = {tuple(sorted(r.metric.items())) for r in answer}
-                rows = [(labels, max(v for _, v in pts)) for labels, pts in self.tsdb.window(metric, t, w)]
-                answer += [r for r in _group(rows, pod, "max") if tuple(sorted(r.metric.items())) not in have]
-            return answer
+            return _or(*(_group([(labels, max(v for _, v in pts)) for labels, pts in self.tsdb.window(metric, t, w)],
+                                pod, "max")
+                         for metric in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")))
         if name == "evidence_waiting_end":
             return _group(self._gauge("vllm:num_requests_waiting", t), self.mv, "sum")
         if name == "evidence_waiting_start":
