@@ -117,7 +117,7 @@ class CalibrationSettings:
     uprate_min_load: float = 0.6  # uprate only from windows loaded ≥ this share of corrected capacity
     uprate_max_latency: float = 0.9  # ... whose worst tail is ≤ this share of its limit
     steepness: float = 0.5  # β in k̂ = ρ·h^-β
-    kv_knee: float = 1.0  # KV-cache usage at which a replica admits no more (vLLM: its block pool is full)
+    kv_knee: float = 0.9  # KV-cache usage taken as full (see scaler/config.py calibration_kv_knee)
     significance: float = 2.0  # misses must exceed the budget by this many binomial standard deviations
     interpolation: Interpolation = "bound"
     regions: tuple[int, ...] = ()  # prompt-token band edges, e.g. (1024,) → "in<=1024", "in>1024"

@@ -10,8 +10,9 @@ Per model, in order:
 3. Plan every plannable model together (they share accelerator pools): the *steady* plan, bounded below
    only by `min_replicas`, is the fleet to converge to.
 4. The HPA keeps the highest recommendation of its scale-down window running; those replicas are paid for
-   anyway. If a variant is held above its steady count for longer than `hold_lead_s` (cold start plus a
-   cycle, so a replacement is ready before the hold ends), plan again with those holds as lower bounds:
+   anyway. If a variant is held above its steady count for longer than the model's hold lead (the longest
+   cold start among its variants plus a cycle, so a replacement is ready before the hold ends), plan again
+   with those holds as lower bounds:
    the other variants then buy only what the held capacity does not cover. A held variant itself always
    publishes its steady count, so its hold ages out instead of being renewed by its own publication.
 5. Publish what each variant's planned work needs, ceil(busy / u) (at least min_replicas), then apply
@@ -62,6 +63,9 @@ class ModelState:
     model: str
     demand: Demand | None  # None: unknown this cycle
     variants: tuple[VariantState, ...]
+    # How long before a hold ends its replacement must be ordered: the longest cold start among the model's
+    # variants plus a cycle. None: Settings.hold_lead_s.
+    hold_lead_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class Settings:
     hysteresis_margin: float = 0.1
     pools: Mapping[str, float] = field(default_factory=dict)
     time_limit_s: float = 2.0
-    hold_lead_s: float = 120.0
+    hold_lead_s: float = 120.0  # a model's hold lead when its state gives none
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ def decide(
             profile = v.profile
             if v.gpus_per_replica is not None and v.gpus_per_replica != profile.gpus_per_replica:
                 profile = replace(profile, gpus_per_replica=v.gpus_per_replica)
-            window = max(0.0, v.scale_down_window_s - settings.hold_lead_s)
+            lead = settings.hold_lead_s if state.hold_lead_s is None else state.hold_lead_s
+            window = max(0.0, v.scale_down_window_s - lead)
             held[v.name] = min(held_replicas(history.get(v.name, ()), now, window), v.max_replicas)
             last = _last(history, v.name)
             if last is not None:

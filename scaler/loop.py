@@ -85,6 +85,7 @@ def cycle_settings(config: Config, inventory: Inventory) -> CycleSettings:
         forecast_trend_s=config.forecast_trend,
         cold_start_s=config.cold_start,
         length_blind_share=config.length_blind_share,
+        interval_s=config.interval,
     )
 
 

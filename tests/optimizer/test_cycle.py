@@ -311,3 +311,34 @@ def test_vllm_keeps_a_queue_on_its_replica(case: str, on_a: float, on_b: float, 
     result = run_cycle([given], {}, NOW, replace(SETTINGS, length_blind_share=share), Planner())
     outcome = result.models[given.id]
     assert outcome.demand is not None and outcome.demand.total == pytest.approx(planned)
+
+
+HOLD_LEADS = [
+    # (case, cold start of both variants s, seconds since big was published at 1, cheap replicas recommended)
+    ("a hold with more than a replacement's cold start and a cycle left serves: nothing bought", 180.0, 100.0, 0),
+    ("less than that left: not relied on, the replacement is ordered now", 180.0, 125.0, 1),
+    ("a faster replacement is ordered later: the same hold still serves", 60.0, 200.0, 0),
+    ("... until its own cold start and a cycle are left", 60.0, 250.0, 1),
+]
+
+
+@pytest.mark.parametrize("case, cold, since, cheap", HOLD_LEADS, ids=[r[0] for r in HOLD_LEADS])
+def test_a_hold_is_counted_until_its_replacement_must_be_ordered(case: str, cold: float, since: float,
+                                                                  cheap: int) -> None:
+    """8 req/s of short requests: one cheap replica is the steady plan. The HPA still holds the one big
+    replica published `since` seconds ago and replaced by its steady 0 a cycle later (300-s window, so the
+    hold ends 315 s after it was published); its capacity serves while a replacement ordered later would
+    still be ready before the hold ends (cycles 15 s apart)."""
+    short = LengthFacts(prompt_histogram=((128.0, 10.0), (math.inf, 10.0)),
+                        generation_histogram=((64.0, 10.0), (math.inf, 10.0)))
+    variants = (
+        VariantInput(A, CHEAP, max_replicas=10, current_replicas=0, ready_replicas=0, scale_down_window_s=300,
+                     cold_start_s=cold),
+        VariantInput(B, BIG, max_replicas=10, current_replicas=1, ready_replicas=1, scale_down_window_s=300,
+                     cold_start_s=cold),
+    )
+    given = ModelInput(MID, variants, ModelSeries({A: series(rps=0.0), B: series(rps=8.0)}, short))
+    history = {A: [(NOW - since, 0)], B: [(NOW - since, 1), (NOW - since + 15.0, 0)]}
+    result = run_cycle([given], history, NOW, replace(SETTINGS, interval_s=15.0), Planner())
+    assert result.recommendations[A] == cheap
+    assert result.recommendations[B] == 0  # the held variant publishes its steady count either way
