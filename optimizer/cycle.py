@@ -289,8 +289,18 @@ def planning_profile(variant: VariantInput, model: ModelId, state: CalibrationSt
     return corrected if scale == 1.0 else corrected.with_capacity(corrected.grid, corrected.capacity * scale)
 
 
-def length_blind_excluded(variants: Sequence[VariantInput], demand: Demand | None,
-                          share: float) -> dict[VariantId, float]:
+MIX_PRIOR = 1.0  # requests at the most demanding servable length counted into every measured mix
+
+
+def mix_requests(model: ModelInput) -> float | None:
+    """How many requests the model's length mix was measured on: its prompt histogram's count."""
+    if model.series is None or not model.series.lengths.prompt_histogram:
+        return None
+    return max(count for _, count in model.series.lengths.prompt_histogram)
+
+
+def length_blind_excluded(variants: Sequence[VariantInput], demand: Demand | None, share: float,
+                          requests: float | None = None) -> dict[VariantId, float]:
     """The variants to give no load, with the share of the demand each cannot serve.
 
     The plan's bucket-by-bucket placement assumes a router that sends each length where the plan put it; the
@@ -301,17 +311,29 @@ def length_blind_excluded(variants: Sequence[VariantInput], demand: Demand | Non
     more than `share` of the demand lies in cells it claims nothing for while another variant claims them
     (cells no variant serves are unservable anyway). The variants that cannot serve the least are never all
     excluded. Measured in replay (BENCHMARKS.md): the routing misses, the largest cause after cold starts,
-    vanish on every trace; the share's plateau spans 0.1–0.3."""
+    vanish on every trace; the share's plateau spans 0.1–0.3.
+
+    `requests`: how many requests the mix was measured on (None: not from histograms). A mix of a few says
+    little about what comes next, so MIX_PRIOR more requests at the most demanding length some variant
+    serves are counted in: one 1.5k prompt after a quiet spell on the code trace ordered an L4, which served
+    the burst that followed with 42 misses."""
     profiled = [v for v in variants if v.profile is not None]
     if demand is None or demand.total <= 0 or share >= 1.0 or len(profiled) < 2:
         return {}
     grid = common_grid(v.profile.grid for v in profiled if v.profile is not None)
     rates = demand.on(grid).rates
     serves = {v.id: resample(v.profile, grid).capacity > 0 for v in profiled if v.profile is not None}
+    servable = np.logical_or.reduce(list(serves.values()))
+    # the most demanding cell some variant serves: the longest prompt, then the longest output
+    worst = max(zip(*np.nonzero(servable), strict=True), key=lambda oi: (grid.inputs[oi[1]], grid.outputs[oi[0]]),
+                default=None)
     outside: dict[VariantId, float] = {}
     for vid, mask in serves.items():
         others = np.logical_or.reduce([m for o, m in serves.items() if o != vid])
         outside[vid] = float(rates[~mask & others].sum()) / float(rates.sum())
+        if requests is not None and worst is not None:
+            prior = float(not mask[worst] and others[worst])
+            outside[vid] = (outside[vid] * requests + prior * MIX_PRIOR) / (requests + MIX_PRIOR)
     least = min(outside.values())
     return {vid: s for vid, s in outside.items() if s > share and s > least}
 
@@ -441,7 +463,7 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
     for m in models:
         verdict, why, age, demand, est = verdicts[m.id]
         planned = _planned(m, demand, now, settings, recent, kept)
-        blind = length_blind_excluded(m.variants, planned, settings.length_blind_share)
+        blind = length_blind_excluded(m.variants, planned, settings.length_blind_share, mix_requests(m))
         backlog = _backlog(m, blind)
         if backlog != _backlog(m):
             # the queues of the variants given no load are theirs (see `_backlog`): estimated again without

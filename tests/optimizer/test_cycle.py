@@ -261,6 +261,23 @@ def test_a_length_blind_router_sends_every_variant_every_length(
     assert got == pytest.approx(excluded)
 
 
+MIX_PRIOR_ROWS = [
+    # (case, requests the mix was measured on, excluded with its share): short requests only, which both
+    # serve; the long cell only big serves is the most demanding servable length
+    ("one request cheap can serve says little: one long one is counted in, cheap gets no load", 1.0, {A: 0.5}),
+    ("no request measured: the prior alone", 0.0, {A: 1.0}),
+    ("a hundred such requests are evidence: cheap keeps its load", 100.0, {}),
+    ("a mix not measured on requests (token rates): as it is", None, {}),
+]
+
+
+@pytest.mark.parametrize("case, requests, excluded", MIX_PRIOR_ROWS, ids=[r[0] for r in MIX_PRIOR_ROWS])
+def test_a_mix_of_a_few_requests_is_not_trusted(case: str, requests: float | None,
+                                                 excluded: dict[VariantId, float]) -> None:
+    got = length_blind_excluded(_variants((A, CHEAP), (B, BIG)), demand(1.0, 0.0), 0.2, requests)
+    assert got == pytest.approx(excluded)
+
+
 def test_lengths_no_variant_serves_do_not_count() -> None:
     """8k prompts no variant serves are unservable whatever the router does: the short-only variant misses
     only the 1k prompts the other serves (10 %), within the share, and keeps its load."""
@@ -285,7 +302,7 @@ def test_an_excluded_variant_gets_no_load_and_is_told_why() -> None:
         if cheap is None:  # off: the cheap variant takes the short requests
             assert result.recommendations[A] >= 1 and result.excluded == {}
             continue
-        assert result.excluded == {A: pytest.approx(0.3)}
+        assert result.excluded == {A: pytest.approx((0.3 * 10 + 1) / 11)}  # 10 requests measured, one long prior
         assert result.recommendations[A] == cheap
         assert "length-blind router" in result.reasons[A]
         assert result.recommendations[B] * 10.0 >= 7.5  # big carries the long 7.5 req/s itself
