@@ -32,6 +32,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from optimizer.calibrate import (
     CalibrationSettings,
@@ -299,6 +300,16 @@ def mix_requests(model: ModelInput) -> float | None:
     return max(count for _, count in model.series.lengths.prompt_histogram)
 
 
+def _most_demanding(servable: npt.NDArray[np.bool_]) -> tuple[int, int] | None:
+    """The (output, input) index of the longest prompt some variant serves, at its longest output (ticks
+    increase along both axes)."""
+    columns = np.flatnonzero(servable.any(axis=0))
+    if columns.size == 0:
+        return None
+    i = int(columns[-1])
+    return int(np.flatnonzero(servable[:, i])[-1]), i
+
+
 def length_blind_excluded(variants: Sequence[VariantInput], demand: Demand | None, share: float,
                           requests: float | None = None) -> dict[VariantId, float]:
     """The variants to give no load, with the share of the demand each cannot serve.
@@ -323,10 +334,7 @@ def length_blind_excluded(variants: Sequence[VariantInput], demand: Demand | Non
     grid = common_grid(v.profile.grid for v in profiled if v.profile is not None)
     rates = demand.on(grid).rates
     serves = {v.id: resample(v.profile, grid).capacity > 0 for v in profiled if v.profile is not None}
-    servable = np.logical_or.reduce(list(serves.values()))
-    # the most demanding cell some variant serves: the longest prompt, then the longest output
-    worst = max(zip(*np.nonzero(servable), strict=True), key=lambda oi: (grid.inputs[oi[1]], grid.outputs[oi[0]]),
-                default=None)
+    worst = _most_demanding(np.logical_or.reduce(list(serves.values())))
     outside: dict[VariantId, float] = {}
     for vid, mask in serves.items():
         others = np.logical_or.reduce([m for o, m in serves.items() if o != vid])

@@ -188,7 +188,7 @@ class Config:
     utilization_max: float = 0.95
     calibration_factor_min: float = 0.25
     calibration_factor_max: float = 2.0
-    calibration_kv_knee: float = 0.9  # KV-cache usage at which vLLM stops admitting: no capacity claimed past it
+    calibration_kv_knee: float = 0.9  # KV-cache usage taken as full (sampled peaks miss the fullest moments)
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None  # set: clients must present a certificate signed by it (mTLS)
