@@ -285,6 +285,42 @@ def worst_minute(spec: FleetSpec, result: Result) -> tuple[int, int, int] | None
     return minute, n, requests[minute]
 
 
+@dataclass(frozen=True)
+class Minute:
+    """One minute of a replay, for tracing a run by hand: what ran and who served whom."""
+
+    minute: int
+    replicas: dict[str, tuple[int, int]]  # variant -> (replicas, ready) at the minute's start
+    served: dict[str, int]  # requests arriving in the minute, by the variant that served them ("-": dropped)
+    missed: dict[str, int]  # of those, the ones that missed the SLO
+
+    @property
+    def arrivals(self) -> int:
+        return sum(self.served.values())
+
+
+def minutes(spec: FleetSpec, result: Result) -> list[Minute]:
+    """The run minute by minute (arrival minute). How this session's control bugs were found: a held
+    variant released before its replacement served, an L4 ordered on a one-request mix."""
+    served: dict[int, Counter[str]] = {}
+    missed: dict[int, Counter[str]] = {}
+    for c in result.completions:
+        m, who = int(c.arrival // 60), c.variant or "-"
+        served.setdefault(m, Counter())[who] += 1
+        if not meets_slo(c, spec):
+            missed.setdefault(m, Counter())[who] += 1
+    times = result.series.times
+    last = max([*served, int(times[-1] // 60) if times else 0])
+    rows = []
+    for m in range(last + 1):
+        i = next((k for k, t in enumerate(times) if t >= 60.0 * m), None)
+        replicas = {} if i is None else {
+            v: (counts[i], result.series.ready[v][i]) for v, counts in result.series.replicas.items()
+            if counts[i] or result.series.ready[v][i]}
+        rows.append(Minute(m, replicas, dict(served.get(m, {})), dict(missed.get(m, {}))))
+    return rows
+
+
 def miss_causes(spec: FleetSpec, policy: Policy, result: Result) -> dict[str, int]:
     """Why each request that missed the SLO missed it, first matching cause: dropped; its bucket has no
     variant that meets the SLO (profiles); routed to a variant whose profile cannot serve its bucket; a pod

@@ -1,5 +1,5 @@
 """`gpumix replay TRACE [--fleet FILE] [--policy NAME[,NAME…]] [--speedup X] [--profile-claim F] [--json]
-[--out DIR]`"""
+[--out DIR] [--minutes]`"""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the profiles every policy plans with claim F× what the simulated replicas do "
                              "(2: they over-claim twice; the replicas stay as they are)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.add_argument("--minutes", action="store_true",
+                        help="also print each policy's run minute by minute: replicas (ready) per variant, and "
+                             "requests served / missed per variant by arrival minute")
     # Not the current directory: a run's files go where caches go (XDG), and the command prints their paths.
     parser.add_argument("--out", default=str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                                              / "gpumix" / "replay"),
@@ -56,6 +59,22 @@ def _table(results: list) -> str:  # type: ignore[type-arg]
     for r in results:
         causes = ", ".join(f"{k} {n}" for k, n in r.causes.items() if n)
         lines.append(f"  {r.policy:<32} {causes or 'none'}" + (f"  [{r.notes}]" if r.notes else ""))
+    return "\n".join(lines)
+
+
+def _minutes(spec, result) -> str:  # type: ignore[no-untyped-def]
+    from sim.replay import minutes
+
+    def short(variant: str) -> str:
+        return variant.rsplit("-", 1)[-1]
+
+    lines = [f"{result.policy}: minute, arrivals, misses | per variant: replicas(ready) served/missed"]
+    for row in minutes(spec, result):
+        cells = []
+        for v in sorted(set(row.replicas) | set(row.served)):
+            n, ready = row.replicas.get(v, (0, 0))
+            cells.append(f"{short(v)} {n}({ready}) {row.served.get(v, 0)}/{row.missed.get(v, 0)}")
+        lines.append(f"  {row.minute:>4} {row.arrivals:>6} {sum(row.missed.values()):>5} | " + "  ".join(cells))
     return "\n".join(lines)
 
 
@@ -101,5 +120,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         print(_table(results))
+        if args.minutes:
+            for r in results:
+                print("\n" + _minutes(spec, r))
         print(f"\nplot: {png}\nnumbers: {out / 'results.json'}")
     return 0

@@ -105,3 +105,20 @@ def test_worst_minute_counts_misses_by_arrival_minute() -> None:
     result = Result("p", len(done), 0.0, 0.4, 0, 0, 0, 0, 0, 0, {}, {}, 180.0, completions=done)
     assert worst_minute(spec, result) == (1, 2, 3)
     assert worst_minute(spec, Result("p", 1, 0.0, 1.0, 0, 0, 0, 0, 0, 0, {}, {}, 60.0, completions=done[:1])) is None
+
+
+def test_minutes_trace_a_run_by_arrival_minute(spec, short_trace):
+    """Every request counted once, under the minute it arrived and the variant that served it; the replicas
+    shown are the ones running at the minute's start."""
+    from sim.replay import minutes
+
+    (policy,) = make_policies(spec, "static-peak")
+    result = replay(spec, short_trace, policy, seed=0)
+    rows = minutes(spec, result)
+    assert [r.minute for r in rows] == list(range(len(rows)))
+    assert sum(r.arrivals for r in rows) == len(result.completions)
+    assert all(r.missed.get(v, 0) <= n for r in rows for v, n in r.served.items())
+    assert sum(sum(r.missed.values()) for r in rows) == round(len(result.completions) * (1 - result.attainment))
+    fixed = {v: n for v, n in rows[0].replicas.items()}
+    assert fixed and all(r.replicas == fixed for r in rows)  # static: the same fleet, ready, every minute
+    assert all(n == ready for n, ready in fixed.values())
