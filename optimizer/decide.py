@@ -123,13 +123,13 @@ def decide(
                     reasons[v.name] = "demand unknown and nothing published yet"
             continue
         grid = common_grid(v.profile.grid for v in usable if v.profile is not None)
+        lead = settings.hold_lead_s if state.hold_lead_s is None else state.hold_lead_s
         variants = []
         for v in usable:
             assert v.profile is not None
             profile = v.profile
             if v.gpus_per_replica is not None and v.gpus_per_replica != profile.gpus_per_replica:
                 profile = replace(profile, gpus_per_replica=v.gpus_per_replica)
-            lead = settings.hold_lead_s if state.hold_lead_s is None else state.hold_lead_s
             window = max(0.0, v.scale_down_window_s - lead)
             held[v.name] = min(held_replicas(history.get(v.name, ()), now, window), v.max_replicas)
             last = _last(history, v.name)

@@ -11,6 +11,7 @@ Traces: Azure CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`) or Mooncake JSONL 
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import math
@@ -272,17 +273,9 @@ def worst_minute(spec: FleetSpec, result: Result) -> tuple[int, int, int] | None
     """(minute, misses, requests) of the minute of arrivals with the most SLO misses; None without misses.
     A burst shorter than a cold start after a quiet spell is missed by every policy that cannot see ahead:
     this says how much of a trace's misses one such minute holds."""
-    misses: Counter[int] = Counter()
-    requests: Counter[int] = Counter()
-    for c in result.completions:
-        minute = int(c.arrival // 60)
-        requests[minute] += 1
-        if not meets_slo(c, spec):
-            misses[minute] += 1
-    if not misses:
-        return None
-    minute, n = max(misses.items(), key=lambda kv: (kv[1], -kv[0]))
-    return minute, n, requests[minute]
+    rows = [(row.minute, sum(row.missed.values()), row.arrivals) for row in minutes(spec, result)]
+    worst = max(rows, key=lambda r: (r[1], -r[0]), default=None)
+    return worst if worst is not None and worst[1] > 0 else None
 
 
 @dataclass(frozen=True)
@@ -313,8 +306,8 @@ def minutes(spec: FleetSpec, result: Result) -> list[Minute]:
     last = max([*served, int(times[-1] // 60) if times else 0])
     rows = []
     for m in range(last + 1):
-        i = next((k for k, t in enumerate(times) if t >= 60.0 * m), None)
-        replicas = {} if i is None else {
+        i = bisect.bisect_left(times, 60.0 * m)
+        replicas = {} if i == len(times) else {
             v: (counts[i], result.series.ready[v][i]) for v, counts in result.series.replicas.items()
             if counts[i] or result.series.ready[v][i]}
         rows.append(Minute(m, replicas, dict(served.get(m, {})), dict(missed.get(m, {}))))

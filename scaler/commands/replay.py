@@ -8,8 +8,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scaler import logs
+
+if TYPE_CHECKING:  # sim is imported only when a replay runs
+    from sim.fleet import FleetSpec
+    from sim.replay import Result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +67,7 @@ def _table(results: list) -> str:  # type: ignore[type-arg]
     return "\n".join(lines)
 
 
-def _minutes(spec, result) -> str:  # type: ignore[no-untyped-def]
+def _minutes(spec: FleetSpec, result: Result) -> str:
     from sim.replay import minutes
 
     def short(variant: str) -> str:
