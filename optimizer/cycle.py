@@ -293,13 +293,6 @@ def planning_profile(variant: VariantInput, model: ModelId, state: CalibrationSt
 MIX_PRIOR = 1.0  # requests at the most demanding servable length counted into every measured mix
 
 
-def mix_requests(model: ModelInput) -> float | None:
-    """How many requests the model's length mix was measured on: its prompt histogram's count."""
-    if model.series is None or not model.series.lengths.prompt_histogram:
-        return None
-    return max(count for _, count in model.series.lengths.prompt_histogram)
-
-
 def _most_demanding(servable: npt.NDArray[np.bool_]) -> tuple[int, int] | None:
     """The (output, input) index of the longest prompt some variant serves, at its longest output (ticks
     increase along both axes)."""
@@ -471,7 +464,8 @@ def run_cycle(models: Sequence[ModelInput], history: History, now: float, settin
     for m in models:
         verdict, why, age, demand, est = verdicts[m.id]
         planned = _planned(m, demand, now, settings, recent, kept)
-        blind = length_blind_excluded(m.variants, planned, settings.length_blind_share, mix_requests(m))
+        blind = length_blind_excluded(m.variants, planned, settings.length_blind_share,
+                                      None if est is None else est.requests)
         backlog = _backlog(m, blind)
         if backlog != _backlog(m):
             # the queues of the variants given no load are theirs (see `_backlog`): estimated again without

@@ -33,6 +33,7 @@ class Estimate:
     demand: Demand
     source: str  # "histograms", "token_rates" or "no_lengths"
     crosscheck: float | None  # histogram mean prompt length / token-rate mean prompt length
+    requests: float | None = None  # how many requests the length mix was measured on (histograms only)
 
 
 def histogram_mean(cumulative: Cumulative) -> float | None:
@@ -66,7 +67,8 @@ def estimate_demand(model: str, completions_rps: float, waiting: float, lengths:
         hist_mean = histogram_mean(lengths.prompt_histogram)
         if token_shape is not None and hist_mean is not None and token_shape[0] > 0:
             crosscheck = hist_mean / token_shape[0]
-        return Estimate(demand, "histograms", crosscheck)
+        requests = max(count for _, count in lengths.prompt_histogram)  # the +Inf bucket: every request
+        return Estimate(demand, "histograms", crosscheck, requests)
     if token_shape is not None:
         return Estimate(from_buckets(model, grid, [(token_shape[0], token_shape[1], total)]), "token_rates", None)
     return Estimate(from_histograms(model, grid, [], [], total), "no_lengths", None)

@@ -142,8 +142,8 @@ MUTATIONS = (
     Mutation("a fast-path failure outlasting a cycle is said", "scaler/prometheus.py", FAST_PATH_VOICE,
              "            if False and", FAST_PATH_TESTS),
     Mutation("length-blind routing: a variant that cannot serve the mix gets no load", "optimizer/cycle.py",
-             "        blind = length_blind_excluded(m.variants, planned, settings.length_blind_share, mix_requests(m))"
-             "\n", "        blind = {}\n"),
+             "        blind = length_blind_excluded(m.variants, planned, settings.length_blind_share,\n"
+             "                                      None if est is None else est.requests)\n", "        blind = {}\n"),
     Mutation("length-blind routing: a mix of a few requests is not trusted", "optimizer/cycle.py",
              "        if requests is not None and worst is not None:", "        if False:"),
     Mutation("length-blind routing: lengths no variant serves do not count", "optimizer/cycle.py",
