@@ -359,3 +359,16 @@ def test_a_hold_is_counted_until_its_replacement_must_be_ordered(case: str, cold
     result = run_cycle([given], history, NOW, replace(SETTINGS, interval_s=15.0), Planner())
     assert result.recommendations[A] == cheap
     assert result.recommendations[B] == 0  # the held variant publishes its steady count either way
+
+
+def test_a_mix_from_token_rates_is_not_weighed_as_measured_on_no_requests() -> None:
+    """The histograms are there but empty (no completion in the window) and token rates give the lengths: the
+    mix was not measured on requests, so the prior does not apply and the cheap variant keeps its load."""
+    lengths = LengthFacts(prompt_histogram=((128.0, 0.0), (math.inf, 0.0)),
+                          generation_histogram=((64.0, 0.0), (math.inf, 0.0)),
+                          prompt_tokens_rps=100.0, generation_tokens_rps=50.0)
+    given = model(series(rps=1.0), series(rps=0.0), current=(1, 1))
+    given = ModelInput(given.id, given.variants, ModelSeries(given.series.variants, lengths))  # type: ignore[union-attr]
+    result = run_cycle([given], {}, NOW, SETTINGS, Planner())
+    assert result.models[given.id].estimate.source == "token_rates"  # type: ignore[union-attr]
+    assert result.excluded == {}

@@ -91,6 +91,7 @@ def test_demand_adds_the_queue_and_spreads_by_histograms() -> None:
     # (100, 200] prompts land in the 128 and 256 buckets; (50, 100] outputs in 64 and 128.
     assert {i for _, i in zip(*est.demand.rates.nonzero(), strict=True)} <= {0, 1}
     assert est.crosscheck == pytest.approx(150.0 / 150.0)
+    assert est.requests == 10.0  # the mix was measured on the histogram's 10 requests
 
 
 def test_demand_from_token_rates_when_histograms_are_missing() -> None:
@@ -101,6 +102,9 @@ def test_demand_from_token_rates_when_histograms_are_missing() -> None:
     assert est.demand.rates[out_i, in_j] == pytest.approx(2.0)
     bare = estimate_demand("m", 0.0, 6.0, LengthFacts(), GRID, drain_time=60.0)
     assert bare.source == "no_lengths" and bare.demand.rates[-1, -1] == pytest.approx(0.1)
+    assert est.requests is None and bare.requests is None  # no mix measured on requests
+    empty = LengthFacts(prompt_histogram=[(100.0, 0.0), (float("inf"), 0.0)], generation_histogram=[])
+    assert estimate_demand("m", 0.0, 6.0, empty, GRID, drain_time=60.0).requests is None
 
 
 # ----------------------------------------------------------------------------------- Prometheus
